@@ -1,0 +1,7 @@
+//! TwiML parser: any bytes, never a panic.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|body: &[u8]| {
+    let _ = pivot_flow::parse_twiml(body, &pivot_flow::Limits::default());
+});
