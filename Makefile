@@ -1,0 +1,42 @@
+# pivot: the two commands a newcomer needs are `make run` and `make test`.
+CARGO ?= cargo
+EXAMPLES := examples/kazoo-ivr.json examples/twiml-ivr.xml examples/seed-pivot-callflow.json examples/seed-say-record.json
+
+.PHONY: run test lint fmt bench fuzz build clean
+
+## run: today, validate the bundled pivot documents with `pivotd check` (the embedded
+## default — simulator, engine and API — arrives with the engine issue).
+run: build
+	@for f in $(EXAMPLES); do \
+	  echo "== pivotd check $$f"; \
+	  ./target/debug/pivotd check $$f || exit $$?; \
+	done
+
+build:
+	$(CARGO) build -p pivotd
+
+## test: every unit, property and black-box test of the workspace.
+test:
+	$(CARGO) test --workspace --locked
+
+## lint: formatting and clippy, warnings denied.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## bench: parse throughput beside serde_json / quick-xml baselines, with ratios.
+bench:
+	$(CARGO) bench -p pivot-flow --bench parse --locked
+
+## fuzz: one minute per parser with cargo-fuzz on stable (`cargo install cargo-fuzz`); not in CI.
+FUZZ_SECONDS ?= 60
+fuzz:
+	cd crates/pivot-flow/fuzz && for t in kazoo twiml response flow_json; do \
+	  $(CARGO) fuzz run -s none $$t -- -max_total_time=$(FUZZ_SECONDS) || exit $$?; \
+	done
+
+clean:
+	$(CARGO) clean
