@@ -27,9 +27,10 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## bench: parse throughput beside serde_json / quick-xml baselines, with ratios.
+## bench: every benchmark, each printed beside its baseline from the same run, with ratios:
+## parse throughput (pivot-flow) and the whole webhook exchange (pivot-webhook).
 bench:
-	$(CARGO) bench -p pivot-flow --bench parse --locked
+	$(CARGO) bench --workspace --benches --locked
 
 ## fuzz: one minute per parser with cargo-fuzz on stable (`cargo install cargo-fuzz`); not in CI.
 FUZZ_SECONDS ?= 60
