@@ -323,7 +323,7 @@ fn record_caller(f: &mut Fields<'_, '_>) -> Option<Step> {
     Some(Step::Record(Record {
         max_length_s: time_limit.unwrap_or(3600),
         silence_timeout_s: None,
-        terminators: Terminators("#".to_owned()),
+        terminators: Terminators("#".into()),
         beep: false,
         action: None,
         method: HttpMethod::Post,
@@ -338,7 +338,7 @@ fn collect_dtmf(f: &mut Fields<'_, '_>) -> Option<Step> {
     let timeout = f.u64("timeout", 1, 3_600_000, " ms");
     let interdigit = f.u64("interdigit_timeout", 1, 3_600_000, " ms");
     let terminator = f.get("terminator").and_then(|v| match dtmf_key(v) {
-        Ok(c) => Some(Terminators(c.to_string())),
+        Ok(c) => Some(Terminators(c.to_string().into())),
         Err(message) => {
             f.error("terminator", message);
             None
@@ -351,7 +351,7 @@ fn collect_dtmf(f: &mut Fields<'_, '_>) -> Option<Step> {
         max_digits: max_digits.unwrap_or(1),
         timeout_ms: timeout.unwrap_or(5000),
         interdigit_timeout_ms: interdigit.unwrap_or(2000),
-        terminators: terminators.unwrap_or_else(|| Terminators("#".to_owned())),
+        terminators: terminators.unwrap_or_else(|| Terminators("#".into())),
         collection_name: name.unwrap_or_else(|| "default".to_owned()),
     }))
 }
@@ -1131,7 +1131,7 @@ impl<'a, 'p> Fields<'a, 'p> {
                 }
             }
         }
-        ok.then_some(Terminators(keys))
+        ok.then_some(Terminators(keys.into()))
     }
 
     /// An object inside this one, read with its own path.

@@ -9,6 +9,7 @@
 //! JSON that `pivotd check` prints and that checkpoints store, `Deserialize` to read it back
 //! (see [`Flow::from_json`]).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -261,19 +262,22 @@ impl HttpMethod {
 /// DTMF keys that end a prompt or a recording, e.g. `"#"` or `"0123456789*#"`. Empty means none.
 ///
 /// Invariant: every char satisfies [`is_dtmf`] and none repeats (checked by the parsers).
+///
+/// A `Cow` so that the defaults every prompt carries ([`all`](Terminators::all), `"#"`, …) are
+/// borrowed constants rather than one allocation per step; parsed sets are owned. Either way
+/// the JSON form is the same plain string.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
 #[serde(transparent)]
-pub struct Terminators(pub String);
+pub struct Terminators(pub Cow<'static, str>);
 
 impl Terminators {
     /// KAZOO's default for prompts: any key stops playback.
     pub fn all() -> Terminators {
-        Terminators("1234567890*#".to_owned())
+        Terminators(Cow::Borrowed("1234567890*#"))
     }
 
     pub fn none() -> Terminators {
-        Terminators(String::new())
+        Terminators(Cow::Borrowed(""))
     }
 
     pub fn contains(&self, key: char) -> bool {
@@ -282,6 +286,25 @@ impl Terminators {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// Generated from an arbitrary string, as the derive did when the field was a `String` (the
+/// derive cannot produce a `Cow<'static, _>` from borrowed fuzz input).
+#[cfg(feature = "arbitrary")]
+impl<'a> Arbitrary<'a> for Terminators {
+    fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
+        let keys: String = u.arbitrary()?;
+        Ok(Terminators(Cow::Owned(keys)))
+    }
+
+    fn arbitrary_take_rest(u: arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
+        let keys = String::arbitrary_take_rest(u)?;
+        Ok(Terminators(Cow::Owned(keys)))
+    }
+
+    fn size_hint(depth: usize) -> (usize, Option<usize>) {
+        <String as Arbitrary<'a>>::size_hint(depth)
     }
 }
 

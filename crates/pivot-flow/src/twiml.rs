@@ -300,6 +300,9 @@ fn read_tree<'a>(
         in_text: false,
         elements: 0,
     };
+    // XML 1.0 line-end normalisation only rewrites `\r`. One scan of the whole document (most
+    // have none) saves asking again for every text event.
+    let has_cr = text.as_bytes().contains(&b'\r');
     let mut reader = Reader::from_str(text);
     loop {
         // Text events are not trimmed, so the position before a read is where the event starts.
@@ -316,6 +319,10 @@ fn read_tree<'a>(
             Event::Start(e) => builder.open(d, &e, start, false)?,
             Event::Empty(e) => builder.open(d, &e, start, true)?,
             Event::End(_) => builder.close(),
+            // Without a `\r` the event's own (borrowed) text is already normalised.
+            Event::Text(t) if !has_cr => {
+                builder.text(d, t.into_inner(), start)?;
+            }
             Event::Text(t) => builder.text(d, t.xml10_content(), start)?,
             Event::CData(t) => builder.text(d, t.xml10_content(), start)?,
             Event::GeneralRef(r) => {
@@ -461,7 +468,7 @@ impl<'a> Builder<'a, '_> {
             if is_blank(&piece) {
                 return Ok(());
             }
-            let message = format!("text {} outside the root element", quote(piece.trim()));
+            let message = format!("text {} outside the root element", quote(piece.trim_fast()));
             return Err(self.stop(d, self.base + start, ErrorKind::Syntax, message));
         }
         // Text, CDATA and references arrive as separate events; keep one run of character data.
@@ -553,6 +560,21 @@ fn read_attributes<'x>(
     name_len: usize,
     out: &mut Vec<(Cow<'x, str>, Cow<'x, str>)>,
 ) -> Result<(), (ErrorKind, String)> {
+    let first = out.len();
+    if read_plain_attributes(raw, name_len, out).is_some() {
+        return Ok(());
+    }
+    // Something unusual: start over with quick-xml, which reads and reports it exactly.
+    out.truncate(first);
+    read_attributes_in_full(raw, name_len, out)
+}
+
+/// [`read_attributes`] through quick-xml's attribute iterator: any syntax, every refusal.
+fn read_attributes_in_full<'x>(
+    raw: &'x str,
+    name_len: usize,
+    out: &mut Vec<(Cow<'x, str>, Cow<'x, str>)>,
+) -> Result<(), (ErrorKind, String)> {
     let name = raw.get(..name_len).unwrap_or(raw);
     let first = out.len();
     // quick-xml's duplicate check allocates for every tag; with the count bounded, a scan of
@@ -564,9 +586,18 @@ fn read_attributes<'x>(
         };
         let attr = attr.map_err(|e| syntax(e.to_string()))?;
         let key = attr.key.0;
-        let value = attr
-            .normalized_value(XmlVersion::Implicit1_0)
-            .map_err(|e| syntax(format!("{}: {e}", quote(key))))?;
+        // Only references and line breaks/tabs change under normalisation (the bytes quick-xml
+        // itself looks for); most values have none and are kept borrowed without the call.
+        let value = if attr
+            .value
+            .bytes()
+            .any(|b| matches!(b, b'&' | b'\t' | b'\r' | b'\n'))
+        {
+            attr.normalized_value(XmlVersion::Implicit1_0)
+                .map_err(|e| syntax(format!("{}: {e}", quote(key))))?
+        } else {
+            attr.value
+        };
         let seen = out.get(first..).unwrap_or_default();
         if seen.iter().any(|(k, _)| k == key) {
             return Err(syntax(format!("{} is repeated", quote(key))));
@@ -578,6 +609,65 @@ fn read_attributes<'x>(
         out.push((Cow::Borrowed(key), value));
     }
     Ok(())
+}
+
+/// The common case of [`read_attributes`] without quick-xml's general iterator: every attribute
+/// written `key="value"` (or with `'`), whitespace-separated, and no value needing
+/// normalisation (`&`, tab, CR, LF). On such input quick-xml finds the same keys and values, so
+/// the result is the same; on anything else this returns `None` having maybe pushed some
+/// attributes, and the caller truncates and re-reads with quick-xml. Duplicate and count checks
+/// are left to that reader too, so every refusal is worded in one place.
+fn read_plain_attributes<'x>(
+    raw: &'x str,
+    name_len: usize,
+    out: &mut Vec<(Cow<'x, str>, Cow<'x, str>)>,
+) -> Option<()> {
+    let first = out.len();
+    let bytes = raw.as_bytes();
+    let mut at = name_len;
+    loop {
+        // quick-xml's whitespace: space, CR, LF, tab.
+        while bytes
+            .get(at)
+            .is_some_and(|&b| matches!(b, b' ' | b'\r' | b'\n' | b'\t'))
+        {
+            at += 1;
+        }
+        if at >= bytes.len() {
+            return Some(());
+        }
+        let key_start = at;
+        while bytes
+            .get(at)
+            .is_some_and(|&b| !matches!(b, b'=' | b' ' | b'\r' | b'\n' | b'\t'))
+        {
+            at += 1;
+        }
+        if at == key_start || bytes.get(at) != Some(&b'=') {
+            return None;
+        }
+        let key = raw.get(key_start..at)?;
+        let delimiter = *bytes.get(at + 1).filter(|&&q| q == b'"' || q == b'\'')?;
+        let value_start = at + 2;
+        let value_len = bytes
+            .get(value_start..)?
+            .iter()
+            .position(|&b| b == delimiter)?;
+        let value = raw.get(value_start..value_start + value_len)?;
+        if value
+            .bytes()
+            .any(|b| matches!(b, b'&' | b'\t' | b'\r' | b'\n'))
+        {
+            return None;
+        }
+        // A repeat or one too many is an error: left to the full reader, which words it.
+        let seen = out.get(first..).unwrap_or_default();
+        if seen.len() >= MAX_ATTRIBUTES || seen.iter().any(|(k, _)| k == key) {
+            return None;
+        }
+        out.push((Cow::Borrowed(key), Cow::Borrowed(value)));
+        at = value_start + value_len + 1;
+    }
 }
 
 fn offset(position: u64) -> usize {
@@ -665,7 +755,7 @@ impl Interp<'_> {
                 Content::Text(text, at) if !is_blank(text) => {
                     let message = format!(
                         "text {} directly inside <Response> is ignored",
-                        quote(text.trim())
+                        quote(text.trim_fast())
                     );
                     self.warning(at, message);
                 }
@@ -727,7 +817,12 @@ impl Interp<'_> {
             self.warning(el.offset, "<Say> has no text; skipped");
             return None;
         }
-        let chars = text.chars().count();
+        // A character is at least one byte: only a long text needs counting.
+        let chars = if text.len() > MAX_SAY_CHARS {
+            text.chars().count()
+        } else {
+            0
+        };
         if chars > MAX_SAY_CHARS {
             let message =
                 format!("<Say> text is {chars} characters long; the limit is {MAX_SAY_CHARS}");
@@ -789,7 +884,7 @@ impl Interp<'_> {
         let digits = a.dtmf_digits(self, "digits");
         a.finish(self);
         let text = self.text_only(el);
-        let media = text.trim();
+        let media = text.trim_fast();
         if let Some(digits) = digits {
             steps.push(Step::SendDtmf(SendDtmf {
                 digits,
@@ -833,7 +928,10 @@ impl Interp<'_> {
         for item in el.content() {
             match item {
                 Content::Text(text, at) if !is_blank(text) => {
-                    let message = format!("text {} inside <Gather> is ignored", quote(text.trim()));
+                    let message = format!(
+                        "text {} inside <Gather> is ignored",
+                        quote(text.trim_fast())
+                    );
                     self.warning(at, message);
                 }
                 Content::Text(..) => {}
@@ -922,13 +1020,15 @@ impl Interp<'_> {
 
     /// What `<Dial>` rings: its text as a number, or its nouns — never both.
     fn dial_targets(&mut self, el: El<'_>) -> Vec<DialTarget> {
-        let mut text = String::new();
+        // The indentation around nouns is the usual text: joined only when something is not
+        // blank, since trimmed blank text is empty however it is joined.
+        let mut has_text = false;
         let mut targets = Vec::new();
         let mut nouns = 0;
         let mut conference_at = None;
         for item in el.content() {
             match item {
-                Content::Text(piece, _) => text.push_str(piece),
+                Content::Text(piece, _) => has_text |= !is_blank(piece),
                 Content::Child(noun) => {
                     nouns += 1;
                     if noun.name == "Conference" {
@@ -938,7 +1038,15 @@ impl Interp<'_> {
                 }
             }
         }
-        let text = text.trim();
+        let mut text = Cow::Borrowed("");
+        if has_text {
+            for item in el.content() {
+                if let Content::Text(piece, _) = item {
+                    append(&mut text, piece);
+                }
+            }
+        }
+        let text = text.trim_fast();
         if nouns == 0 {
             if text.is_empty() {
                 let message = "<Dial> has nothing to dial: give a number as its text, or nouns";
@@ -992,15 +1100,13 @@ impl Interp<'_> {
         text: &str,
         send_digits: Option<String>,
     ) -> Option<DialTarget> {
-        let number: String = text
-            .chars()
-            .filter(|c| c.is_ascii_digit() || *c == '+')
-            .collect();
+        let mut number = String::with_capacity(text.len());
+        number.extend(text.chars().filter(|c| c.is_ascii_digit() || *c == '+'));
         if !number.bytes().any(|b| b.is_ascii_digit()) {
             let message = format!(
                 "{} number {} has no digits",
                 tag(el.name),
-                quote(text.trim())
+                quote(text.trim_fast())
             );
             self.error(el.offset, message);
             return None;
@@ -1023,7 +1129,7 @@ impl Interp<'_> {
             .map(str::to_owned);
         a.finish(self);
         let text = self.text_only(el);
-        let uri = text.trim();
+        let uri = text.trim_fast();
         let scheme_ok =
             starts_with_ignore_case(uri, "sip:") || starts_with_ignore_case(uri, "sips:");
         if !scheme_ok || uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -1048,7 +1154,7 @@ impl Interp<'_> {
         let wait_media = a.text("waitUrl").map(|url| Media::parse(&url));
         a.finish(self);
         let text = self.text_only(el);
-        let name = text.trim();
+        let name = text.trim_fast();
         let chars = name.chars().count();
         if chars == 0 || chars > MAX_ROOM_CHARS {
             let message = format!(
@@ -1072,7 +1178,7 @@ impl Interp<'_> {
     fn endpoint_id(&mut self, el: El<'_>) -> Option<String> {
         Attrs::of(el).finish(self);
         let text = self.text_only(el);
-        let id = text.trim();
+        let id = text.trim_fast();
         if id.is_empty() {
             let message = format!("{} needs an id as its text", tag(el.name));
             self.error(el.offset, message);
@@ -1085,11 +1191,11 @@ impl Interp<'_> {
         let mut a = Attrs::of(el);
         let method = a.method(self);
         a.finish(self);
-        let mut text = String::new();
+        let mut text = Cow::Borrowed("");
         let mut variables = Vec::new();
         for item in el.content() {
             match item {
-                Content::Text(piece, _) => text.push_str(piece),
+                Content::Text(piece, _) => append(&mut text, piece),
                 Content::Child(child) if child.name == "Variable" => {
                     variables.extend(self.variable(child));
                 }
@@ -1115,7 +1221,7 @@ impl Interp<'_> {
 
     fn variable(&mut self, el: El<'_>) -> Option<Variable> {
         let mut a = Attrs::of(el);
-        let key = a.raw("key").map(str::trim);
+        let key = a.raw("key").map(TrimFast::trim_fast);
         let value = a.raw("value");
         a.finish(self);
         self.no_content(el);
@@ -1163,7 +1269,7 @@ impl Interp<'_> {
                 Content::Text(text, at) if !is_blank(text) => {
                     let message = format!(
                         "<Set> contains text {}; only <Variable> children are allowed",
-                        quote(text.trim())
+                        quote(text.trim_fast())
                     );
                     self.error(at, message);
                 }
@@ -1190,12 +1296,13 @@ impl Interp<'_> {
         }))
     }
 
-    /// The text of an element that may hold only text (`<Play>`, `<Number>`, …).
-    fn text_only(&mut self, el: El<'_>) -> String {
-        let mut text = String::new();
+    /// The text of an element that may hold only text (`<Play>`, `<Number>`, …); borrowed
+    /// from the tree when it is one run, as it nearly always is.
+    fn text_only<'t>(&mut self, el: El<'t>) -> Cow<'t, str> {
+        let mut text = Cow::Borrowed("");
         for item in el.content() {
             match item {
-                Content::Text(piece, _) => text.push_str(piece),
+                Content::Text(piece, _) => append(&mut text, piece),
                 Content::Child(child) => {
                     let message = format!("{} cannot contain {}", tag(el.name), tag(child.name));
                     self.error(child.offset, message);
@@ -1212,7 +1319,7 @@ impl Interp<'_> {
             let message = format!(
                 "{} must be empty, but contains text {}",
                 tag(el.name),
-                quote(text.trim())
+                quote(text.trim_fast())
             );
             self.error(el.offset, message);
         }
@@ -1249,6 +1356,9 @@ const REJECT_REASONS: &[(&str, RejectReason)] = &[
     ("busy", RejectReason::Busy),
 ];
 
+/// Terminator sets written often enough to share rather than allocate.
+const COMMON_TERMINATORS: &[&str] = &["#", "*", "", "#*", "*#", "1234567890*#"];
+
 /// Reads one element's attributes, remembering which were read so that
 /// [`finish`](Attrs::finish) can warn about the rest.
 struct Attrs<'t> {
@@ -1275,7 +1385,7 @@ impl<'t> Attrs<'t> {
 
     /// A free-form value, trimmed; empty counts as absent.
     fn text(&mut self, name: &str) -> Option<String> {
-        let value = self.raw(name)?.trim();
+        let value = self.raw(name)?.trim_fast();
         (!value.is_empty()).then(|| value.to_owned())
     }
 
@@ -1304,7 +1414,7 @@ impl<'t> Attrs<'t> {
         let Some(raw) = self.raw(name) else {
             return default;
         };
-        let value = raw.trim();
+        let value = raw.trim_fast();
         if let Some((_, chosen)) = choices.iter().find(|(v, _)| v.eq_ignore_ascii_case(value)) {
             return *chosen;
         }
@@ -1377,7 +1487,7 @@ impl<'t> Attrs<'t> {
         let Some(raw) = self.raw("method") else {
             return HttpMethod::Post;
         };
-        HttpMethod::parse(raw.trim()).unwrap_or_else(|| {
+        HttpMethod::parse(raw.trim_fast()).unwrap_or_else(|| {
             self.bad(cx, "method", raw, "GET or POST");
             HttpMethod::Post
         })
@@ -1406,10 +1516,20 @@ impl<'t> Attrs<'t> {
         let Some(raw) = self.raw(name) else {
             return default;
         };
-        let keys = raw.trim();
+        let keys = raw.trim_fast();
         if !keys.chars().all(is_dtmf) {
             self.bad(cx, name, raw, "keys from 0-9, *, #, A-D");
             return default;
+        }
+        let distinct = keys
+            .char_indices()
+            .all(|(i, key)| !keys.get(..i).unwrap_or_default().contains(key));
+        if distinct {
+            // The usual sets are shared constants, so most steps need no allocation here.
+            let common = COMMON_TERMINATORS.iter().find(|common| **common == keys);
+            return Terminators(
+                common.map_or_else(|| Cow::Owned(keys.to_owned()), |c| Cow::Borrowed(*c)),
+            );
         }
         let mut set = String::new();
         for key in keys.chars() {
@@ -1417,7 +1537,7 @@ impl<'t> Attrs<'t> {
                 set.push(key);
             }
         }
-        Terminators(set)
+        Terminators(Cow::Owned(set))
     }
 
     /// A single DTMF key; `""` is none.
@@ -1425,7 +1545,7 @@ impl<'t> Attrs<'t> {
         let Some(raw) = self.raw(name) else {
             return default;
         };
-        let mut chars = raw.trim().chars();
+        let mut chars = raw.trim_fast().chars();
         match (chars.next(), chars.next()) {
             (None, _) => None,
             (Some(key), None) if is_dtmf(key) => Some(key),
@@ -1439,7 +1559,7 @@ impl<'t> Attrs<'t> {
     /// Digits to send as tones: DTMF keys plus Twilio's `w` (0.5 s) and `W` (1 s) pauses.
     fn dtmf_digits(&mut self, cx: &mut Interp<'_>, name: &str) -> Option<String> {
         let raw = self.raw(name)?;
-        let digits = raw.trim();
+        let digits = raw.trim_fast();
         let count = digits.chars().count();
         let valid = digits.chars().all(|c| is_dtmf(c) || c == 'w' || c == 'W');
         if !valid || count == 0 || count > MAX_DIGITS {
@@ -1508,7 +1628,12 @@ fn is_ignored_twilio_attribute(element: &str, name: &str) -> bool {
 /// A plain decimal integer (optional sign). Too many digits is still a number, just out of
 /// every range, so it saturates instead of being "not a number".
 fn parse_int(value: &str) -> Option<i64> {
-    let value = value.trim();
+    // Fast path for what documents nearly always hold: a few bare digits.
+    let bytes = value.as_bytes();
+    if !bytes.is_empty() && bytes.len() <= 9 && bytes.iter().all(u8::is_ascii_digit) {
+        return Some(bytes.iter().fold(0, |n, &b| n * 10 + i64::from(b - b'0')));
+    }
+    let value = value.trim_fast();
     let (negative, digits) = match value.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, value.strip_prefix('+').unwrap_or(value)),
@@ -1522,7 +1647,7 @@ fn parse_int(value: &str) -> Option<i64> {
 
 /// A URL as written, trimmed; relative URLs are kept for the webhook layer to resolve.
 fn check_url(value: &str) -> Result<String, String> {
-    let url = value.trim();
+    let url = value.trim_fast();
     if url.is_empty() {
         return Err("is missing or empty".to_owned());
     }
@@ -1544,20 +1669,57 @@ fn is_plain_prose(text: &str) -> bool {
     let bytes = text.as_bytes();
     let edges_ok = !bytes.first().is_some_and(u8::is_ascii_whitespace)
         && !bytes.last().is_some_and(u8::is_ascii_whitespace);
+    if !edges_ok {
+        return false;
+    }
+    // This runs over every byte of every `<Say>`: eight bytes at a time while they are plain
+    // printable ASCII, the exact byte loop below for the tail and for anything else.
+    let mut chunks = bytes.chunks_exact(8);
     let mut previous_space = false;
-    edges_ok
-        && bytes.iter().all(|&b| {
-            let space = b == b' ';
-            let ok =
-                b.is_ascii() && !(space && previous_space) && (space || !b.is_ascii_whitespace());
-            previous_space = space;
-            ok
-        })
+    for chunk in chunks.by_ref() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        if w & HIGH != 0 {
+            return false;
+        }
+        // Some byte below 0x20: control characters, of which only some are refused.
+        if w.wrapping_sub(ONES * 0x20) & !w & HIGH != 0 {
+            return is_plain_prose_bytes(bytes, false);
+        }
+        // High bit of each byte set exactly where the byte is a space.
+        let y = w ^ (ONES * 0x20);
+        let spaces = !(((y & !HIGH).wrapping_add(!HIGH)) | y | !HIGH);
+        if spaces & (spaces >> 8) != 0 || (previous_space && spaces & 0x80 != 0) {
+            return false;
+        }
+        previous_space = spaces >> 63 != 0;
+    }
+    is_plain_prose_bytes(chunks.remainder(), previous_space)
+}
+
+/// The byte loop of [`is_plain_prose`], after a space when `previous_space`.
+fn is_plain_prose_bytes(bytes: &[u8], mut previous_space: bool) -> bool {
+    for &b in bytes {
+        if b == b' ' {
+            if previous_space {
+                return false;
+            }
+            previous_space = true;
+        } else if b.is_ascii() && !b.is_ascii_whitespace() {
+            previous_space = false;
+        } else {
+            return false;
+        }
+    }
+    true
 }
 
 /// An empty voice is no voice.
 fn normalize_voice(voice: &str) -> Option<String> {
-    let voice = voice.trim();
+    let voice = voice.trim_fast();
     let normalized = if voice.eq_ignore_ascii_case("man") || voice.eq_ignore_ascii_case("male") {
         "male"
     } else if voice.eq_ignore_ascii_case("woman") || voice.eq_ignore_ascii_case("female") {
@@ -1619,6 +1781,33 @@ impl Speech {
     }
 }
 
+/// `str::trim` with a shortcut: attribute values and texts rarely have whitespace at either
+/// end, and a printable ASCII byte at each end means there is nothing to trim.
+trait TrimFast {
+    fn trim_fast(&self) -> &str;
+}
+
+impl TrimFast for str {
+    fn trim_fast(&self) -> &str {
+        let printable = |b: &u8| (0x21..0x7F).contains(b);
+        let bytes = self.as_bytes();
+        if bytes.first().is_some_and(printable) && bytes.last().is_some_and(printable) {
+            self
+        } else {
+            self.trim()
+        }
+    }
+}
+
+/// Appends a run of character data, borrowing while there is only one.
+fn append<'t>(text: &mut Cow<'t, str>, piece: &'t str) {
+    if text.is_empty() {
+        *text = Cow::Borrowed(piece);
+    } else {
+        text.to_mut().push_str(piece);
+    }
+}
+
 fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
     text.get(..prefix.len())
         .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
@@ -1626,7 +1815,7 @@ fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
 
 fn is_blank(text: &str) -> bool {
     // Indentation between elements is the common case: check its bytes before going Unicode.
-    text.bytes().all(|b| b.is_ascii_whitespace()) || text.trim().is_empty()
+    text.bytes().all(|b| b.is_ascii_whitespace()) || text.trim_fast().is_empty()
 }
 
 /// `<Name>`, with a hostile name shortened.
@@ -1659,6 +1848,92 @@ mod tests {
         let mut cursor = Cursor::default();
         for &i in boundaries.iter().chain(boundaries.iter().rev()) {
             assert_eq!(cursor.locate(body, i), position_of(body, i), "offset {i}");
+        }
+    }
+
+    #[test]
+    fn plain_attributes_read_as_quick_xml_reads_them() {
+        let tags = [
+            "Say",
+            "Say ",
+            "Say voice=\"alice\" language='en-US'",
+            "Say  voice=\"a b\"\n\tloop=\"2\"  ",
+            "Say a=\"1\"b=\"2\"",
+            "Say a=\"\"",
+            "Say a=\"it's\" b='say \"hi\"'",
+            "Say a=\"x&amp;y\"",
+            "Say a=\"line\nbreak\"",
+            "Say a = \"1\"",
+            "Say a=1",
+            "Say a",
+            "Say a=\"1",
+            "Say =\"1\"",
+            "Say a=\"1\" a=\"2\"",
+            "Say x:y=\"1\" é=\"ü\"",
+        ];
+        for raw in tags {
+            let mut fast = Vec::new();
+            let mut full = Vec::new();
+            let full_result = read_attributes_in_full(raw, 3, &mut full);
+            if read_plain_attributes(raw, 3, &mut fast).is_some() {
+                assert_eq!(full_result, Ok(()), "{raw}");
+                assert_eq!(fast, full, "{raw}");
+            }
+            let mut combined = Vec::new();
+            assert_eq!(read_attributes(raw, 3, &mut combined), full_result, "{raw}");
+            assert_eq!(combined, full, "{raw}");
+        }
+    }
+
+    #[test]
+    fn plain_prose_word_at_a_time_matches_bytes() {
+        let reference = |text: &str| {
+            let bytes = text.as_bytes();
+            let edges_ok = !bytes.first().is_some_and(u8::is_ascii_whitespace)
+                && !bytes.last().is_some_and(u8::is_ascii_whitespace);
+            let mut previous_space = false;
+            edges_ok
+                && bytes.iter().all(|&b| {
+                    let space = b == b' ';
+                    let ok = b.is_ascii()
+                        && !(space && previous_space)
+                        && (space || !b.is_ascii_whitespace());
+                    previous_space = space;
+                    ok
+                })
+        };
+        let alphabet = [
+            "a", " ", "  ", "\t", "\n", "\u{b}", "\u{1}", "é", "~", "\u{7f}", "Zz",
+        ];
+        // Every string of up to five pieces from a small seed, at every alignment.
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut text = String::new();
+            let mut state = seed;
+            for _ in 0..(seed % 24) {
+                let index = usize::try_from(state % 11).unwrap_or(0);
+                text.push_str(if state % 7 < 4 { "w" } else { alphabet[index] });
+                state /= 13;
+                if state == 0 {
+                    state = seed.rotate_left(17);
+                }
+            }
+            assert_eq!(is_plain_prose(&text), reference(&text), "{text:?}");
+        }
+        for text in [
+            "",
+            "a",
+            "a b",
+            "a  b",
+            "abcdefg  h",
+            "abcdefgh ij",
+            "abcdefg h i",
+            " a",
+        ] {
+            assert_eq!(is_plain_prose(text), reference(text), "{text:?}");
         }
     }
 
