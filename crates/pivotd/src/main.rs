@@ -1,13 +1,16 @@
 //! `pivotd`: the pivot call controller.
 //!
-//! Today it validates pivot documents (`pivotd check`); the engine, the HTTP API, the switch
-//! adapter and the embedded default arrive with their issues (see ARCHITECTURE.md).
+//! Today it validates pivot documents (`pivotd check`) and runs the FreeSWITCH look-alike
+//! simulator (`pivotd sim`); the engine, the node's HTTP API and the embedded default arrive
+//! with their issues (see ARCHITECTURE.md).
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod check;
+mod sim;
+mod sim_api;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,11 +31,15 @@ enum Command {
     /// document is valid; prints every error, one per line, on stdout and exits 1 when it is
     /// not; exits 2 when the file cannot be read.
     Check(check::Args),
+    /// Run a standalone FreeSWITCH look-alike: nodes connect to its event socket exactly as to
+    /// FreeSWITCH; its HTTP API places simulated calls and shows what the caller heard.
+    Sim(sim::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check(args) => check::run(&args),
+        Command::Sim(args) => sim::run(args),
     }
 }

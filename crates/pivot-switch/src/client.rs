@@ -1,0 +1,820 @@
+//! The inbound ESL client: pivot connects to a FreeSWITCH (or the simulator) and drives calls.
+//!
+//! Per switch, two connections: an **event** connection subscribed to the call-control events,
+//! and a **command** connection for `sendmsg`, `api` and `bgapi`, so that a blocking `api` never
+//! stalls event delivery. On each connection replies come back in command order, so one FIFO of
+//! pending replies per connection matches them (freeswitch-esl.md §1.6). A supervisor task
+//! reconnects with jittered backoff, watches liveness (any frame, HEARTBEAT at least every 20 s),
+//! notices a FreeSWITCH restart by its `Core-UUID`, resyncs live channels with
+//! `show channels as json`, and fails every pending operation cleanly when a connection drops.
+//!
+//! Completions: every execute carries `Event-UUID: <call>:<epoch>:<seq>` and `event-lock: true`;
+//! the command is registered before it is sent (its events may overtake the `+OK`), completed by
+//! the `CHANNEL_EXECUTE_COMPLETE` with that `Application-UUID`, or by the call's hangup — an
+//! execute can vanish without a completion (unknown app, `uuid_break all`, dead channel).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::commands::{Command, CommandId, Outcome};
+use crate::esl::{Direction, EslEvent, Frame, FrameDecoder, FrameEncoder, Headers};
+use crate::events::{CallInfo, ChannelSummary, SwitchEvent};
+
+/// The events the event connection subscribes to.
+const SUBSCRIPTION: &str = "CHANNEL_PARK CHANNEL_ANSWER CHANNEL_EXECUTE CHANNEL_EXECUTE_COMPLETE \
+     CHANNEL_BRIDGE CHANNEL_UNBRIDGE CHANNEL_HANGUP CHANNEL_HANGUP_COMPLETE CHANNEL_DESTROY DTMF \
+     PLAYBACK_START PLAYBACK_STOP RECORD_START RECORD_STOP HEARTBEAT BACKGROUND_JOB";
+/// Replies awaited on one connection at once; more is a caller bug or a dead peer.
+const MAX_PENDING_REPLIES: usize = 4096;
+/// Calls tracked per switch.
+const MAX_CALLS: usize = 200_000;
+/// Commands awaiting completion per call.
+const MAX_PENDING_PER_CALL: usize = 64;
+/// Background jobs awaiting their result per switch.
+const MAX_JOBS: usize = 10_000;
+/// Arguments longer than this go in a body, as FreeSWITCH's header form is limited.
+const MAX_HEADER_ARG: usize = 1024;
+
+/// How to reach one switch.
+#[derive(Debug, Clone)]
+pub struct SwitchConfig {
+    /// A name for logs, metrics (`pivot_switch_connected{switch}`) and [`CallInfo::switch`].
+    pub name: String,
+    /// `host:port` of its event socket.
+    pub address: String,
+    pub password: String,
+    /// No frame at all for this long means the switch is dead (HEARTBEAT comes every 20 s).
+    pub liveness_timeout: Duration,
+    /// First reconnect delay; doubles up to `reconnect_max`, with jitter.
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    /// How long a reply (`+OK`, an api result) may take.
+    pub reply_timeout: Duration,
+}
+
+impl SwitchConfig {
+    pub fn new(
+        name: impl Into<String>,
+        address: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        SwitchConfig {
+            name: name.into(),
+            address: address.into(),
+            password: password.into(),
+            liveness_timeout: Duration::from_secs(60),
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(10),
+            reply_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a switch operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SwitchError {
+    #[error("not connected to switch {0}")]
+    NotConnected(String),
+    #[error("the connection to switch {0} dropped before the reply")]
+    Disconnected(String),
+    #[error("switch {switch} did not reply within {timeout_ms} ms")]
+    Timeout { switch: String, timeout_ms: u64 },
+    #[error("switch refused: {0}")]
+    Refused(String),
+    #[error("too many operations pending on switch {0}")]
+    Overloaded(String),
+    #[error("cannot connect to {address}: {reason}")]
+    Connect { address: String, reason: String },
+}
+
+/// A client for one switch. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SwitchClient {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: SwitchConfig,
+    /// The command connection while connected.
+    command: Mutex<Option<Connection>>,
+    tracker: Mutex<Tracker>,
+    connected: AtomicBool,
+    core_uuid: Mutex<Option<String>>,
+    events: mpsc::Sender<SwitchEvent>,
+    job_seq: AtomicU64,
+    shutdown: watch::Sender<bool>,
+}
+
+impl SwitchClient {
+    /// Starts connecting (and reconnecting, for as long as the client lives); events for every
+    /// call of this switch go to `events`.
+    pub fn start(config: SwitchConfig, events: mpsc::Sender<SwitchEvent>) -> SwitchClient {
+        let (shutdown, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            config,
+            command: Mutex::new(None),
+            tracker: Mutex::new(Tracker::default()),
+            connected: AtomicBool::new(false),
+            core_uuid: Mutex::new(None),
+            events,
+            job_seq: AtomicU64::new(0),
+            shutdown,
+        });
+        tokio::spawn(supervise(Arc::clone(&shared)));
+        SwitchClient { shared }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.shared.config.name
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.shared.connected.load(Ordering::Acquire)
+    }
+
+    pub fn core_uuid(&self) -> Option<String> {
+        lock(&self.shared.core_uuid).clone()
+    }
+
+    /// Runs `command` on `call_id`. Returns once the switch has queued it; its outcome comes
+    /// later as [`SwitchEvent::Completed`] with `id`.
+    pub async fn execute(
+        &self,
+        call_id: &str,
+        id: &CommandId,
+        command: &Command,
+    ) -> Result<(), SwitchError> {
+        for (name, value) in command.preset_vars() {
+            let preset = sendmsg_execute(
+                call_id,
+                &format!("{id}/{name}"),
+                "set",
+                &format!("{name}={value}"),
+                1,
+            );
+            self.request(preset).await?;
+        }
+        let (app, arg) = command.app();
+        let frame = sendmsg_execute(call_id, id.as_str(), app, &arg, command.loops());
+        lock(&self.shared.tracker).register(call_id, id.clone(), command.clone())?;
+        let reply = self.request(frame).await;
+        if reply.is_err() {
+            lock(&self.shared.tracker).unregister(call_id, id);
+        }
+        reply.map(drop)
+    }
+
+    /// Hangs the call up with `cause` (a FreeSWITCH cause name such as `NORMAL_CLEARING`).
+    pub async fn hangup(&self, call_id: &str, cause: &str) -> Result<(), SwitchError> {
+        let mut headers = Headers::new();
+        headers.push("call-command", "hangup");
+        headers.push("hangup-cause", cause);
+        let frame = Frame {
+            line: Some(format!("sendmsg {call_id}")),
+            headers,
+            body: Bytes::new(),
+        };
+        self.request(frame).await.map(drop)
+    }
+
+    /// Stops what the call is doing and discards everything queued on it (`uuid_break all`):
+    /// what a node adopting a call does first.
+    pub async fn break_all(&self, call_id: &str) -> Result<(), SwitchError> {
+        self.api(&format!("uuid_break {call_id} all"))
+            .await
+            .map(drop)
+    }
+
+    /// A blocking `api` command on the command connection; the output, or `Refused` when it
+    /// starts with `-ERR`.
+    pub async fn api(&self, command: &str) -> Result<String, SwitchError> {
+        let reply = self
+            .request(Frame {
+                line: Some(format!("api {command}")),
+                ..Frame::default()
+            })
+            .await?;
+        let text = reply.reply_text().unwrap_or_default().to_owned();
+        if text.starts_with("-ERR") || text.starts_with("-USAGE") {
+            return Err(SwitchError::Refused(text.trim_end().to_owned()));
+        }
+        Ok(text)
+    }
+
+    /// A `bgapi` command with a Job-UUID of ours; waits for its `BACKGROUND_JOB` result.
+    pub async fn bgapi(&self, command: &str) -> Result<String, SwitchError> {
+        let seq = self.shared.job_seq.fetch_add(1, Ordering::Relaxed);
+        let job_id = format!("pivot-job-{}-{seq}", std::process::id());
+        let (tx, rx) = oneshot::channel();
+        lock(&self.shared.tracker).add_job(&self.shared.config.name, job_id.clone(), tx)?;
+        let mut headers = Headers::new();
+        headers.push("Job-UUID", job_id.clone());
+        let sent = self
+            .request(Frame {
+                line: Some(format!("bgapi {command}")),
+                headers,
+                body: Bytes::new(),
+            })
+            .await;
+        if let Err(e) = sent {
+            lock(&self.shared.tracker).jobs.remove(&job_id);
+            return Err(e);
+        }
+        let timeout = self.shared.config.reply_timeout * 6;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(SwitchError::Disconnected(self.shared.config.name.clone())),
+            Err(_) => {
+                lock(&self.shared.tracker).jobs.remove(&job_id);
+                Err(SwitchError::Timeout {
+                    switch: self.shared.config.name.clone(),
+                    timeout_ms: millis(timeout),
+                })
+            }
+        }
+    }
+
+    /// Stops reconnecting and closes the connections.
+    pub fn shutdown(&self) {
+        let _ = self.shared.shutdown.send(true);
+    }
+
+    async fn request(&self, frame: Frame) -> Result<Frame, SwitchError> {
+        let connection = lock(&self.shared.command)
+            .clone()
+            .ok_or_else(|| SwitchError::NotConnected(self.shared.config.name.clone()))?;
+        let reply = connection
+            .request(frame, self.shared.config.reply_timeout)
+            .await?;
+        if reply.content_type() == Some("command/reply")
+            && reply.reply_text().is_some_and(|t| t.starts_with("-ERR"))
+        {
+            return Err(SwitchError::Refused(
+                reply.reply_text().unwrap_or_default().to_owned(),
+            ));
+        }
+        Ok(reply)
+    }
+}
+
+fn sendmsg_execute(call_id: &str, event_uuid: &str, app: &str, arg: &str, loops: u32) -> Frame {
+    let mut headers = Headers::new();
+    headers.push("call-command", "execute");
+    headers.push("execute-app-name", app);
+    let mut body = Bytes::new();
+    if arg.len() > MAX_HEADER_ARG || arg.contains('\n') {
+        // Long or multi-line arguments travel in the body (freeswitch-esl.md §2.6).
+        headers.push("content-type", "text/plain");
+        body = Bytes::from(arg.to_owned());
+    } else if !arg.is_empty() {
+        headers.push("execute-app-arg", arg);
+    }
+    headers.push("event-lock", "true");
+    headers.push("Event-UUID", event_uuid);
+    if loops != 1 {
+        headers.push("loops", loops.to_string());
+    }
+    Frame {
+        line: Some(format!("sendmsg {call_id}")),
+        headers,
+        body,
+    }
+}
+
+/// One ESL connection: a writer and a FIFO of reply waiters behind one lock (so the order of
+/// waiters is the order of commands on the wire), and a reader task.
+#[derive(Debug, Clone)]
+struct Connection {
+    name: String,
+    inner: Arc<tokio::sync::Mutex<Writer>>,
+}
+
+#[derive(Debug)]
+struct Writer {
+    sink: FramedWrite<OwnedWriteHalf, FrameEncoder>,
+    waiters: Arc<Mutex<VecDeque<oneshot::Sender<Frame>>>>,
+}
+
+impl Connection {
+    async fn request(&self, frame: Frame, timeout: Duration) -> Result<Frame, SwitchError> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut writer = self.inner.lock().await;
+            {
+                let mut waiters = lock(&writer.waiters);
+                if waiters.len() >= MAX_PENDING_REPLIES {
+                    return Err(SwitchError::Overloaded(self.name.clone()));
+                }
+                waiters.push_back(tx);
+            }
+            if writer.sink.send(frame).await.is_err() {
+                return Err(SwitchError::Disconnected(self.name.clone()));
+            }
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(SwitchError::Disconnected(self.name.clone())),
+            Err(_) => Err(SwitchError::Timeout {
+                switch: self.name.clone(),
+                timeout_ms: millis(timeout),
+            }),
+        }
+    }
+}
+
+/// Connects, authenticates, and returns the connection plus its stream of non-reply frames.
+/// Reply frames complete waiters in order; when the peer closes, every waiter is dropped, which
+/// fails its request with `Disconnected`.
+async fn open(config: &SwitchConfig) -> Result<(Connection, mpsc::Receiver<Frame>), SwitchError> {
+    let connect_error = |reason: String| SwitchError::Connect {
+        address: config.address.clone(),
+        reason,
+    };
+    let stream = tokio::time::timeout(config.reply_timeout, TcpStream::connect(&config.address))
+        .await
+        .map_err(|_| connect_error("timed out".into()))?
+        .map_err(|e| connect_error(e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    let (read, write) = stream.into_split();
+    let mut reader = FramedRead::new(read, FrameDecoder::new(Direction::FromServer));
+    let greeting = tokio::time::timeout(config.reply_timeout, reader.next())
+        .await
+        .map_err(|_| connect_error("no auth/request".into()))?;
+    match greeting {
+        Some(Ok(frame)) if frame.content_type() == Some("auth/request") => {}
+        Some(Ok(frame)) => {
+            let what = frame
+                .content_type()
+                .unwrap_or("a frame without Content-Type");
+            return Err(connect_error(format!("expected auth/request, got {what}")));
+        }
+        Some(Err(e)) => return Err(connect_error(e.to_string())),
+        None => return Err(connect_error("closed before auth/request".into())),
+    }
+    let waiters = Arc::new(Mutex::new(VecDeque::new()));
+    let connection = Connection {
+        name: config.name.clone(),
+        inner: Arc::new(tokio::sync::Mutex::new(Writer {
+            sink: FramedWrite::new(write, FrameEncoder),
+            waiters: Arc::clone(&waiters),
+        })),
+    };
+    let (frames_tx, frames_rx) = mpsc::channel(16 * 1024);
+    tokio::spawn(read_frames(reader, waiters, frames_tx));
+    let auth = connection
+        .request(
+            Frame {
+                line: Some(format!("auth {}", config.password)),
+                ..Frame::default()
+            },
+            config.reply_timeout,
+        )
+        .await?;
+    if auth.reply_text() != Some("+OK accepted") {
+        let text = auth.reply_text().unwrap_or("no reply text");
+        return Err(connect_error(format!("authentication refused: {text}")));
+    }
+    Ok((connection, frames_rx))
+}
+
+async fn read_frames(
+    mut reader: FramedRead<OwnedReadHalf, FrameDecoder>,
+    waiters: Arc<Mutex<VecDeque<oneshot::Sender<Frame>>>>,
+    frames: mpsc::Sender<Frame>,
+) {
+    while let Some(Ok(frame)) = reader.next().await {
+        if frame.is_reply() {
+            let waiter = lock(&waiters).pop_front();
+            if let Some(waiter) = waiter {
+                let _ = waiter.send(frame);
+            }
+        } else if frames.send(frame).await.is_err() {
+            break;
+        }
+    }
+    // Dropping the waiters fails every pending request with `Disconnected`.
+    lock(&waiters).clear();
+}
+
+/// Connects, runs until a connection is lost, reconnects; forever until shutdown.
+async fn supervise(shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.subscribe();
+    let mut backoff = shared.config.reconnect_min;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        match connect_and_run(&shared, &mut shutdown).await {
+            Ok(()) => break,
+            Err(reason) => {
+                let was_up = shared.connected.swap(false, Ordering::AcqRel);
+                *lock(&shared.command) = None;
+                let orphans = lock(&shared.tracker).fail_jobs();
+                for job in orphans {
+                    let _ = job.send(Err(SwitchError::Disconnected(shared.config.name.clone())));
+                }
+                if was_up {
+                    backoff = shared.config.reconnect_min;
+                    let _ = shared
+                        .events
+                        .send(SwitchEvent::SwitchDown {
+                            switch: shared.config.name.clone(),
+                            reason,
+                        })
+                        .await;
+                }
+            }
+        }
+        let delay = jitter(backoff);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => {}
+        }
+        backoff = (backoff * 2).min(shared.config.reconnect_max);
+    }
+    shared.connected.store(false, Ordering::Release);
+    *lock(&shared.command) = None;
+}
+
+/// One connected period. `Err` carries why it ended (to reconnect); `Ok` means shutdown.
+async fn connect_and_run(
+    shared: &Arc<Shared>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), String> {
+    let config = &shared.config;
+    let (events_conn, mut event_frames) = open(config).await.map_err(|e| e.to_string())?;
+    let reply = events_conn
+        .request(
+            Frame {
+                line: Some(format!("event json {SUBSCRIPTION}")),
+                ..Frame::default()
+            },
+            config.reply_timeout,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if !reply.reply_text().is_some_and(|t| t.starts_with("+OK")) {
+        return Err(format!("subscription refused: {:?}", reply.reply_text()));
+    }
+    let (command_conn, mut command_frames) = open(config).await.map_err(|e| e.to_string())?;
+    let core_uuid = global_var(&command_conn, config, "core_uuid").await?;
+    let channels = list_channels(&command_conn, config).await?;
+    let previous = lock(&shared.core_uuid).replace(core_uuid.clone());
+    let restarted = previous.is_some_and(|p| p != core_uuid);
+    {
+        let mut tracker = lock(&shared.tracker);
+        if restarted {
+            tracker.calls.clear();
+        }
+        let live: std::collections::HashSet<&str> =
+            channels.iter().map(|c| c.call_id.as_str()).collect();
+        // Calls that ended while we were away: their pending commands end as hung up.
+        let gone: Vec<String> = tracker
+            .calls
+            .keys()
+            .filter(|id| !live.contains(id.as_str()))
+            .cloned()
+            .collect();
+        for id in gone {
+            tracker.calls.remove(&id);
+        }
+    }
+    *lock(&shared.command) = Some(command_conn);
+    shared.connected.store(true, Ordering::Release);
+    shared
+        .events
+        .send(SwitchEvent::SwitchUp {
+            switch: config.name.clone(),
+            core_uuid: core_uuid.clone(),
+            restarted,
+            channels,
+        })
+        .await
+        .map_err(|_| "event receiver gone".to_owned())?;
+
+    loop {
+        tokio::select! {
+            frame = tokio::time::timeout(config.liveness_timeout, event_frames.recv()) => {
+                match frame {
+                    Ok(Some(frame)) => handle_frame(shared, &frame).await?,
+                    Ok(None) => return Err("event connection closed".into()),
+                    Err(_) => return Err(format!(
+                        "no event for {} ms (HEARTBEAT missed)",
+                        millis(config.liveness_timeout)
+                    )),
+                }
+            }
+            frame = command_frames.recv() => {
+                match frame {
+                    // Notices on the command connection (disconnect-notice): the peer is going.
+                    Some(frame) if frame.content_type() == Some("text/disconnect-notice") => {
+                        return Err("command connection: disconnect notice".into());
+                    }
+                    Some(_) => {}
+                    None => return Err("command connection closed".into()),
+                }
+            }
+            _ = shutdown.changed() => return Ok(()),
+        }
+    }
+}
+
+async fn global_var(
+    conn: &Connection,
+    config: &SwitchConfig,
+    name: &str,
+) -> Result<String, String> {
+    let reply = conn
+        .request(
+            Frame {
+                line: Some(format!("api global_getvar {name}")),
+                ..Frame::default()
+            },
+            config.reply_timeout,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(reply.reply_text().unwrap_or_default().trim().to_owned())
+}
+
+async fn list_channels(
+    conn: &Connection,
+    config: &SwitchConfig,
+) -> Result<Vec<ChannelSummary>, String> {
+    let reply = conn
+        .request(
+            Frame {
+                line: Some("api show channels as json".into()),
+                ..Frame::default()
+            },
+            config.reply_timeout,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = reply.reply_text().unwrap_or_default();
+    let parsed: serde_json::Value = serde_json::from_str(text).unwrap_or(serde_json::Value::Null);
+    let rows = parsed
+        .get("rows")
+        .and_then(|r| r.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let field = |row: &serde_json::Value, key: &str| {
+        row.get(key)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    Ok(rows
+        .iter()
+        .map(|row| ChannelSummary {
+            call_id: field(row, "uuid"),
+            destination: field(row, "dest"),
+            caller_id_number: field(row, "cid_num"),
+            call_state: field(row, "callstate"),
+        })
+        .filter(|c| !c.call_id.is_empty())
+        .collect())
+}
+
+/// Turns one event frame into typed events for the engine.
+async fn handle_frame(shared: &Arc<Shared>, frame: &Frame) -> Result<(), String> {
+    if frame.content_type() == Some("text/disconnect-notice") {
+        return Err("event connection: disconnect notice".into());
+    }
+    let Ok(Some(event)) = EslEvent::from_frame(frame) else {
+        return Ok(());
+    };
+    let switch = &shared.config.name;
+    let typed = lock(&shared.tracker).on_event(switch, &event);
+    for event in typed {
+        shared
+            .events
+            .send(event)
+            .await
+            .map_err(|_| "event receiver gone".to_owned())?;
+    }
+    Ok(())
+}
+
+/// Per-switch bookkeeping of calls, pending commands and background jobs.
+#[derive(Debug, Default)]
+struct Tracker {
+    calls: HashMap<String, CallTrack>,
+    jobs: HashMap<String, oneshot::Sender<Result<String, SwitchError>>>,
+}
+
+#[derive(Debug, Default)]
+struct CallTrack {
+    /// Commands awaiting completion, by Event-UUID, oldest first.
+    pending: Vec<(CommandId, Command)>,
+    /// The last PLAYBACK_STOP, to tell a finished prompt from an interrupted one.
+    last_playback_stop: Option<EslEvent>,
+    hung_up: bool,
+}
+
+impl Tracker {
+    fn register(
+        &mut self,
+        call_id: &str,
+        id: CommandId,
+        command: Command,
+    ) -> Result<(), SwitchError> {
+        if !self.calls.contains_key(call_id) && self.calls.len() >= MAX_CALLS {
+            return Err(SwitchError::Overloaded(format!(
+                "{} calls tracked",
+                self.calls.len()
+            )));
+        }
+        let call = self.calls.entry(call_id.to_owned()).or_default();
+        if call.pending.len() >= MAX_PENDING_PER_CALL {
+            return Err(SwitchError::Overloaded(format!(
+                "{MAX_PENDING_PER_CALL} commands pending on {call_id}"
+            )));
+        }
+        call.pending.push((id, command));
+        Ok(())
+    }
+
+    fn unregister(&mut self, call_id: &str, id: &CommandId) {
+        if let Some(call) = self.calls.get_mut(call_id) {
+            call.pending.retain(|(pending, _)| pending != id);
+        }
+    }
+
+    fn add_job(
+        &mut self,
+        switch: &str,
+        id: String,
+        tx: oneshot::Sender<Result<String, SwitchError>>,
+    ) -> Result<(), SwitchError> {
+        if self.jobs.len() >= MAX_JOBS {
+            return Err(SwitchError::Overloaded(switch.to_owned()));
+        }
+        self.jobs.insert(id, tx);
+        Ok(())
+    }
+
+    fn fail_jobs(&mut self) -> Vec<oneshot::Sender<Result<String, SwitchError>>> {
+        self.jobs.drain().map(|(_, tx)| tx).collect()
+    }
+
+    fn on_event(&mut self, switch: &str, event: &EslEvent) -> Vec<SwitchEvent> {
+        let name = event.name().unwrap_or_default();
+        if name == "BACKGROUND_JOB" {
+            if let Some(tx) = event.get("Job-UUID").and_then(|id| self.jobs.remove(id)) {
+                let body = event.body().unwrap_or_default().to_owned();
+                let result = if body.starts_with("-ERR") {
+                    Err(SwitchError::Refused(body.trim_end().to_owned()))
+                } else {
+                    Ok(body)
+                };
+                let _ = tx.send(result);
+            }
+            return Vec::new();
+        }
+        if name == "HEARTBEAT" {
+            return vec![SwitchEvent::Heartbeat {
+                switch: switch.to_owned(),
+                core_uuid: event.get("Core-UUID").unwrap_or_default().to_owned(),
+            }];
+        }
+        let Some(call_id) = event.unique_id().map(str::to_owned) else {
+            return Vec::new();
+        };
+        match name {
+            "CHANNEL_PARK" => {
+                // A call returns to park after a bridge; only the first park offers it.
+                if self.calls.contains_key(&call_id) || self.calls.len() >= MAX_CALLS {
+                    return Vec::new();
+                }
+                self.calls.insert(call_id, CallTrack::default());
+                CallInfo::from_event(switch, event)
+                    .map(SwitchEvent::Parked)
+                    .into_iter()
+                    .collect()
+            }
+            "CHANNEL_ANSWER" => vec![SwitchEvent::Answered { call_id }],
+            "PLAYBACK_STOP" => {
+                if let Some(call) = self.calls.get_mut(&call_id) {
+                    call.last_playback_stop = Some(event.clone());
+                }
+                Vec::new()
+            }
+            "CHANNEL_EXECUTE" => {
+                // A new prompt starts: an older PLAYBACK_STOP says nothing about it.
+                if let Some(call) = self.calls.get_mut(&call_id) {
+                    call.last_playback_stop = None;
+                }
+                Vec::new()
+            }
+            "CHANNEL_EXECUTE_COMPLETE" => {
+                let Some(call) = self.calls.get_mut(&call_id) else {
+                    return Vec::new();
+                };
+                let Some(app_uuid) = event.get("Application-UUID") else {
+                    return Vec::new();
+                };
+                let Some(index) = call
+                    .pending
+                    .iter()
+                    .position(|(id, _)| id.as_str() == app_uuid)
+                else {
+                    return Vec::new();
+                };
+                let (command_id, command) = call.pending.remove(index);
+                let outcome =
+                    Outcome::from_completion(&command, event, call.last_playback_stop.as_ref());
+                vec![SwitchEvent::Completed {
+                    call_id,
+                    command_id,
+                    outcome,
+                }]
+            }
+            "DTMF" => {
+                let digit = event.get("DTMF-Digit").and_then(|d| d.chars().next());
+                let duration_ms = event
+                    .get("DTMF-Duration")
+                    // FreeSWITCH reports the duration in samples at 8 kHz.
+                    .and_then(|d| d.parse::<u32>().ok())
+                    .map_or(0, |samples| samples / 8);
+                digit
+                    .map(|digit| SwitchEvent::Dtmf {
+                        call_id,
+                        digit,
+                        duration_ms,
+                    })
+                    .into_iter()
+                    .collect()
+            }
+            "CHANNEL_BRIDGE" => vec![SwitchEvent::Bridged {
+                other_leg: event.get("Other-Leg-Unique-ID").map(str::to_owned),
+                call_id,
+            }],
+            "CHANNEL_UNBRIDGE" => vec![SwitchEvent::Unbridged { call_id }],
+            "CHANNEL_HANGUP" | "CHANNEL_HANGUP_COMPLETE" | "CHANNEL_DESTROY" => {
+                let final_event = name != "CHANNEL_HANGUP";
+                let Some(call) = self.calls.get_mut(&call_id) else {
+                    return Vec::new();
+                };
+                let mut out = Vec::new();
+                let cause = event
+                    .get("Hangup-Cause")
+                    .or_else(|| event.variable("hangup_cause"))
+                    .unwrap_or("NORMAL_CLEARING")
+                    .to_owned();
+                for (command_id, _) in call.pending.drain(..) {
+                    out.push(SwitchEvent::Completed {
+                        call_id: call_id.clone(),
+                        command_id,
+                        outcome: Outcome::HungUp {
+                            cause: cause.clone(),
+                        },
+                    });
+                }
+                if !call.hung_up {
+                    call.hung_up = true;
+                    out.push(SwitchEvent::Hangup {
+                        call_id: call_id.clone(),
+                        cause,
+                    });
+                }
+                if final_event {
+                    self.calls.remove(&call_id);
+                }
+                out
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these short locks leaves consistent data (every critical
+    // section is a single map or queue operation), so poisoning is ignored.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `base` plus up to 50%, so a fleet of nodes does not reconnect in step.
+fn jitter(base: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0);
+    let unit = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
+    base + base.mul_f64(unit * 0.5)
+}

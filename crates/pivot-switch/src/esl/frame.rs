@@ -1,0 +1,413 @@
+//! ESL framing, both directions: a block of `Name: value` lines ended by an empty line, then
+//! exactly `Content-Length` bytes of body when that header is present.
+//!
+//! FreeSWITCH writes `\n` only; we write `\n` and read `\r\n` too, as FreeSWITCH itself does.
+//! Decoding is streaming: a frame may be split at any byte, and [`FrameDecoder::decode`] returns
+//! `Ok(None)` until the whole frame is buffered. The header block is scanned once; while the body
+//! is still arriving the parsed headers are kept, so a large body is not re-scanned per read.
+//! Both the header block and the body are bounded.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Largest header block accepted. FreeSWITCH's own bound is about 10 MB, but no real frame is
+/// near it: the biggest in the captures (an outbound `connect` reply) is under 8 KiB.
+pub const MAX_HEADER_BYTES: usize = 256 * 1024;
+/// Largest body accepted: FreeSWITCH's `MAX_CONTENT_LENGTH` for commands.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// A frame's headers in wire order, values as received (not URL-decoded).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    pub fn new() -> Headers {
+        Headers(Vec::new())
+    }
+
+    /// The first value of `name`, compared case-insensitively as FreeSWITCH does.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.0.push((name.into(), value.into()));
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
+        Headers(
+            iter.into_iter()
+                .map(|(n, v)| (n.into(), v.into()))
+                .collect(),
+        )
+    }
+}
+
+/// One message: FreeSWITCH → client (a reply, an event, a notice), or, with a `line`,
+/// client → FreeSWITCH (a command).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frame {
+    /// The command line of a client → server frame (`sendmsg <uuid>`); `None` for
+    /// server → client frames, whose every line is a header.
+    pub line: Option<String>,
+    pub headers: Headers,
+    pub body: Bytes,
+}
+
+impl Frame {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)
+    }
+
+    pub fn content_type(&self) -> Option<&str> {
+        self.header("Content-Type")
+    }
+
+    /// `command/reply` and `api/response` complete the oldest pending command; everything else
+    /// (events, notices, logs) does not.
+    pub fn is_reply(&self) -> bool {
+        matches!(
+            self.content_type(),
+            Some("command/reply") | Some("api/response")
+        )
+    }
+
+    /// The text a reply carries: `Reply-Text` of a `command/reply`, the body of an
+    /// `api/response`.
+    pub fn reply_text(&self) -> Option<&str> {
+        match self.content_type()? {
+            "command/reply" => self.header("Reply-Text"),
+            "api/response" => std::str::from_utf8(&self.body).ok(),
+            _ => None,
+        }
+    }
+
+    /// Appends the frame's wire form to `out`: the line (for commands), the headers with a
+    /// `Content-Length` added when there is a body, an empty line, the body.
+    pub fn encode(&self, out: &mut BytesMut) {
+        if let Some(line) = &self.line {
+            out.extend_from_slice(line.as_bytes());
+            out.extend_from_slice(b"\n");
+        }
+        for (name, value) in self.headers.iter() {
+            if name.eq_ignore_ascii_case("Content-Length") {
+                continue;
+            }
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\n");
+        }
+        if !self.body.is_empty() {
+            out.extend_from_slice(b"Content-Length: ");
+            out.extend_from_slice(self.body.len().to_string().as_bytes());
+            out.extend_from_slice(b"\n");
+        }
+        out.extend_from_slice(b"\n");
+        out.extend_from_slice(&self.body);
+    }
+
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(256 + self.body.len());
+        self.encode(&mut out);
+        out.freeze()
+    }
+}
+
+/// Why a byte stream is not ESL; the connection cannot continue after any of these.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("header block over {limit} bytes without an end")]
+    HeadersTooLarge { limit: usize },
+    #[error("Content-Length {length} is over the {limit}-byte limit")]
+    BodyTooLarge { length: usize, limit: usize },
+    #[error("Content-Length {0:?} is not a number")]
+    BadContentLength(String),
+    #[error("header block is not UTF-8")]
+    NotUtf8,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Which side's frames a decoder reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// FreeSWITCH → client: every line is a header.
+    FromServer,
+    /// Client → FreeSWITCH: the first line is the command.
+    FromClient,
+}
+
+/// A streaming decoder for one direction of an ESL connection.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    direction: Direction,
+    max_header_bytes: usize,
+    max_body_bytes: usize,
+    /// The parsed head of a frame whose body is still arriving, and the body length.
+    pending: Option<(Frame, usize)>,
+    /// How far the buffer has been searched for the end of the header block, so that a
+    /// header block arriving a byte at a time is not re-scanned from its start each time.
+    scanned: usize,
+}
+
+impl FrameDecoder {
+    pub fn new(direction: Direction) -> FrameDecoder {
+        FrameDecoder::with_limits(direction, MAX_HEADER_BYTES, MAX_BODY_BYTES)
+    }
+
+    pub fn with_limits(
+        direction: Direction,
+        max_header_bytes: usize,
+        max_body_bytes: usize,
+    ) -> FrameDecoder {
+        FrameDecoder {
+            direction,
+            max_header_bytes,
+            max_body_bytes,
+            pending: None,
+            scanned: 0,
+        }
+    }
+
+    /// The next whole frame from the front of `buf`, consuming its bytes; `Ok(None)` when more
+    /// bytes are needed.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
+        if self.pending.is_none() {
+            skip_blank_lines(buf);
+            let Some(head_len) = self.find_head_end(buf)? else {
+                return Ok(None);
+            };
+            let head = buf.split_to(head_len);
+            self.scanned = 0;
+            let (frame, body_len) = self.parse_head(&head)?;
+            self.pending = Some((frame, body_len));
+        }
+        let Some((_, body_len)) = &self.pending else {
+            return Ok(None);
+        };
+        if buf.len() < *body_len {
+            // Room for the rest of the body, so it arrives without repeated reallocation.
+            buf.reserve(*body_len - buf.len());
+            return Ok(None);
+        }
+        let Some((mut frame, body_len)) = self.pending.take() else {
+            return Ok(None);
+        };
+        frame.body = buf.split_to(body_len).freeze();
+        Ok(Some(frame))
+    }
+
+    /// Length of the header block including its terminating empty line.
+    fn find_head_end(&mut self, buf: &BytesMut) -> Result<Option<usize>, CodecError> {
+        // Resume a little before where the last search stopped: the terminator may straddle it.
+        let start = self.scanned.saturating_sub(3);
+        let mut i = start;
+        while let Some(offset) = memchr(b'\n', &buf[i..]) {
+            let nl = i + offset;
+            // An empty line: `\n` right after the previous `\n`, optionally with `\r` between.
+            let after = &buf[nl + 1..];
+            if after.first() == Some(&b'\n') {
+                return Ok(Some(nl + 2));
+            }
+            if after.starts_with(b"\r\n") {
+                return Ok(Some(nl + 3));
+            }
+            if after.len() < 2 {
+                // Not enough bytes yet to tell whether an empty line follows.
+                break;
+            }
+            i = nl + 1;
+        }
+        self.scanned = buf.len();
+        if buf.len() > self.max_header_bytes {
+            return Err(CodecError::HeadersTooLarge {
+                limit: self.max_header_bytes,
+            });
+        }
+        Ok(None)
+    }
+
+    fn parse_head(&self, head: &[u8]) -> Result<(Frame, usize), CodecError> {
+        let text = std::str::from_utf8(head).map_err(|_| CodecError::NotUtf8)?;
+        let mut lines = text
+            .split('\n')
+            .map(|l| l.strip_suffix('\r').unwrap_or(l))
+            .filter(|l| !l.is_empty());
+        let mut frame = Frame::default();
+        if self.direction == Direction::FromClient {
+            frame.line = lines.next().map(str::to_owned);
+        }
+        let mut body_len = 0;
+        for line in lines {
+            // The value is what follows the first ':', leading spaces removed (FreeSWITCH's
+            // own parse); a line without ':' is kept as a header with an empty value.
+            let (name, value) = match line.split_once(':') {
+                Some((n, v)) => (n, v.trim_start_matches(' ')),
+                None => (line, ""),
+            };
+            if name.eq_ignore_ascii_case("Content-Length") {
+                body_len = value
+                    .trim()
+                    .parse::<usize>()
+                    .map_err(|_| CodecError::BadContentLength(value.to_owned()))?;
+                if body_len > self.max_body_bytes {
+                    return Err(CodecError::BodyTooLarge {
+                        length: body_len,
+                        limit: self.max_body_bytes,
+                    });
+                }
+            }
+            frame.headers.push(name, value);
+        }
+        Ok((frame, body_len))
+    }
+}
+
+impl tokio_util::codec::Decoder for FrameDecoder {
+    type Item = Frame;
+    type Error = CodecError;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
+        FrameDecoder::decode(self, buf)
+    }
+}
+
+/// Writes frames with [`Frame::encode`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FrameEncoder;
+
+impl tokio_util::codec::Encoder<&Frame> for FrameEncoder {
+    type Error = CodecError;
+
+    fn encode(&mut self, frame: &Frame, out: &mut BytesMut) -> Result<(), CodecError> {
+        frame.encode(out);
+        Ok(())
+    }
+}
+
+impl tokio_util::codec::Encoder<Frame> for FrameEncoder {
+    type Error = CodecError;
+
+    fn encode(&mut self, frame: Frame, out: &mut BytesMut) -> Result<(), CodecError> {
+        frame.encode(out);
+        Ok(())
+    }
+}
+
+/// Empty lines before a frame are skipped, as FreeSWITCH skips them before a command.
+fn skip_blank_lines(buf: &mut BytesMut) {
+    let blank = buf
+        .iter()
+        .take_while(|&&b| b == b'\n' || b == b'\r')
+        .count();
+    // A lone trailing `\r` may be the start of a `\r\n` frame terminator split across reads;
+    // it is harmless to skip either way.
+    buf.advance(blank);
+}
+
+fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|&b| b == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(direction: Direction, bytes: &[u8]) -> Vec<Frame> {
+        let mut decoder = FrameDecoder::new(direction);
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        // One byte at a time: the hardest split there is.
+        for &b in bytes {
+            buf.extend_from_slice(&[b]);
+            while let Some(frame) = decoder.decode(&mut buf).unwrap() {
+                frames.push(frame);
+            }
+        }
+        frames
+    }
+
+    #[test]
+    fn replies_events_and_bodies_split_anywhere() {
+        let wire = b"Content-Type: auth/request\n\nContent-Type: api/response\nContent-Length: 4\n\n+OK\nContent-Length: 2\nContent-Type: text/event-json\n\n{}";
+        let frames = decode_all(Direction::FromServer, wire);
+        assert_eq!(frames.len(), 3);
+        assert_eq!(frames[0].content_type(), Some("auth/request"));
+        assert_eq!(frames[1].reply_text(), Some("+OK\n"));
+        assert!(frames[1].is_reply());
+        assert_eq!(&frames[2].body[..], b"{}");
+        assert!(!frames[2].is_reply());
+    }
+
+    #[test]
+    fn crlf_and_leading_blank_lines_are_accepted() {
+        let frames = decode_all(
+            Direction::FromClient,
+            b"\r\n\nauth ClueCon\r\n\r\nsendmsg abc\r\ncall-command: execute\r\nContent-Length: 3\r\n\r\nxyz",
+        );
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0].line.as_deref(), Some("auth ClueCon"));
+        assert_eq!(frames[1].line.as_deref(), Some("sendmsg abc"));
+        assert_eq!(frames[1].header("Call-Command"), Some("execute"));
+        assert_eq!(&frames[1].body[..], b"xyz");
+    }
+
+    #[test]
+    fn encode_then_decode_is_identity() {
+        let frame = Frame {
+            line: Some("sendmsg 1234".into()),
+            headers: [
+                ("call-command", "execute"),
+                ("execute-app-name", "playback"),
+            ]
+            .into_iter()
+            .collect(),
+            body: Bytes::from_static(b"multi\nline"),
+        };
+        let frames = decode_all(Direction::FromClient, &frame.to_bytes());
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].line, frame.line);
+        assert_eq!(frames[0].header("execute-app-name"), Some("playback"));
+        assert_eq!(frames[0].header("content-length"), Some("10"));
+        assert_eq!(frames[0].body, frame.body);
+    }
+
+    #[test]
+    fn limits_are_errors_not_allocations() {
+        let mut decoder = FrameDecoder::with_limits(Direction::FromServer, 64, 1024);
+        let mut buf = BytesMut::from(&b"X-Long: "[..]);
+        buf.extend_from_slice(&[b'a'; 100]);
+        assert!(matches!(
+            decoder.decode(&mut buf),
+            Err(CodecError::HeadersTooLarge { limit: 64 })
+        ));
+        let mut decoder = FrameDecoder::with_limits(Direction::FromServer, 64, 1024);
+        let mut buf = BytesMut::from(&b"Content-Length: 5000\n\n"[..]);
+        assert!(matches!(
+            decoder.decode(&mut buf),
+            Err(CodecError::BodyTooLarge { length: 5000, .. })
+        ));
+        let mut buf = BytesMut::from(&b"Content-Length: five\n\n"[..]);
+        assert!(matches!(
+            FrameDecoder::new(Direction::FromServer).decode(&mut buf),
+            Err(CodecError::BadContentLength(_))
+        ));
+    }
+}
