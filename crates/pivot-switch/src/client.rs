@@ -13,7 +13,7 @@
 //! the `CHANNEL_EXECUTE_COMPLETE` with that `Application-UUID`, or by the call's hangup — an
 //! execute can vanish without a completion (unknown app, `uuid_break all`, dead channel).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,22 +25,20 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-use crate::commands::{Command, CommandId, Outcome};
+use crate::commands::{Command, CommandId};
 use crate::esl::{Direction, EslEvent, Frame, FrameDecoder, FrameEncoder, Headers};
-use crate::events::{CallInfo, ChannelSummary, SwitchEvent};
+use crate::events::{ChannelSummary, SwitchEvent};
+use crate::tracker::Tracker;
 
-/// The events the event connection subscribes to.
-const SUBSCRIPTION: &str = "CHANNEL_PARK CHANNEL_ANSWER CHANNEL_EXECUTE CHANNEL_EXECUTE_COMPLETE \
-     CHANNEL_BRIDGE CHANNEL_UNBRIDGE CHANNEL_HANGUP CHANNEL_HANGUP_COMPLETE CHANNEL_DESTROY DTMF \
-     PLAYBACK_START PLAYBACK_STOP RECORD_START RECORD_STOP HEARTBEAT BACKGROUND_JOB";
+/// The events the event connection subscribes to: only those the tracker reads, since every
+/// event costs FreeSWITCH and us a hundred-odd headers to encode and decode.
+const SUBSCRIPTION: &str = "CHANNEL_PARK CHANNEL_ANSWER CHANNEL_EXECUTE_COMPLETE CHANNEL_BRIDGE \
+     CHANNEL_UNBRIDGE CHANNEL_HANGUP CHANNEL_HANGUP_COMPLETE DTMF PLAYBACK_START PLAYBACK_STOP \
+     HEARTBEAT BACKGROUND_JOB";
 /// Replies awaited on one connection at once; more is a caller bug or a dead peer.
 const MAX_PENDING_REPLIES: usize = 4096;
-/// Calls tracked per switch.
-const MAX_CALLS: usize = 200_000;
-/// Commands awaiting completion per call.
-const MAX_PENDING_PER_CALL: usize = 64;
-/// Background jobs awaiting their result per switch.
-const MAX_JOBS: usize = 10_000;
+/// Non-reply frames (events, notices) buffered per connection before its reader waits.
+const FRAME_QUEUE: usize = 16 * 1024;
 /// Arguments longer than this go in a body, as FreeSWITCH's header form is limited.
 const MAX_HEADER_ARG: usize = 1024;
 
@@ -267,7 +265,13 @@ impl SwitchClient {
     }
 }
 
-fn sendmsg_execute(call_id: &str, event_uuid: &str, app: &str, arg: &str, loops: u32) -> Frame {
+pub(crate) fn sendmsg_execute(
+    call_id: &str,
+    event_uuid: &str,
+    app: &str,
+    arg: &str,
+    loops: u32,
+) -> Frame {
     let mut headers = Headers::new();
     headers.push("call-command", "execute");
     headers.push("execute-app-name", app);
@@ -292,9 +296,10 @@ fn sendmsg_execute(call_id: &str, event_uuid: &str, app: &str, arg: &str, loops:
 }
 
 /// One ESL connection: a writer and a FIFO of reply waiters behind one lock (so the order of
-/// waiters is the order of commands on the wire), and a reader task.
+/// waiters is the order of commands on the wire), and a reader task. Shared with the outbound
+/// socket server, whose connections are accepted rather than opened.
 #[derive(Debug, Clone)]
-struct Connection {
+pub(crate) struct Connection {
     name: String,
     inner: Arc<tokio::sync::Mutex<Writer>>,
 }
@@ -306,7 +311,33 @@ struct Writer {
 }
 
 impl Connection {
-    async fn request(&self, frame: Frame, timeout: Duration) -> Result<Frame, SwitchError> {
+    /// Starts the reader task. Reply frames complete waiters in order; every other frame goes
+    /// to the returned (bounded) receiver. When the peer closes, every waiter is dropped, which
+    /// fails its request with `Disconnected`, and the receiver ends.
+    pub(crate) fn start(
+        name: String,
+        reader: FramedRead<OwnedReadHalf, FrameDecoder>,
+        write: OwnedWriteHalf,
+    ) -> (Connection, mpsc::Receiver<Frame>) {
+        let waiters = Arc::new(Mutex::new(VecDeque::new()));
+        let connection = Connection {
+            name,
+            inner: Arc::new(tokio::sync::Mutex::new(Writer {
+                sink: FramedWrite::new(write, FrameEncoder),
+                waiters: Arc::clone(&waiters),
+            })),
+        };
+        let (frames_tx, frames_rx) = mpsc::channel(FRAME_QUEUE);
+        tokio::spawn(read_frames(reader, waiters, frames_tx));
+        (connection, frames_rx)
+    }
+
+    /// Sends `frame` and waits (up to `timeout`) for its reply.
+    pub(crate) async fn request(
+        &self,
+        frame: Frame,
+        timeout: Duration,
+    ) -> Result<Frame, SwitchError> {
         let (tx, rx) = oneshot::channel();
         {
             let mut writer = self.inner.lock().await;
@@ -361,16 +392,7 @@ async fn open(config: &SwitchConfig) -> Result<(Connection, mpsc::Receiver<Frame
         Some(Err(e)) => return Err(connect_error(e.to_string())),
         None => return Err(connect_error("closed before auth/request".into())),
     }
-    let waiters = Arc::new(Mutex::new(VecDeque::new()));
-    let connection = Connection {
-        name: config.name.clone(),
-        inner: Arc::new(tokio::sync::Mutex::new(Writer {
-            sink: FramedWrite::new(write, FrameEncoder),
-            waiters: Arc::clone(&waiters),
-        })),
-    };
-    let (frames_tx, frames_rx) = mpsc::channel(16 * 1024);
-    tokio::spawn(read_frames(reader, waiters, frames_tx));
+    let (connection, frames_rx) = Connection::start(config.name.clone(), reader, write);
     let auth = connection
         .request(
             Frame {
@@ -606,199 +628,7 @@ async fn handle_frame(shared: &Arc<Shared>, frame: &Frame) -> Result<(), String>
     Ok(())
 }
 
-/// Per-switch bookkeeping of calls, pending commands and background jobs.
-#[derive(Debug, Default)]
-struct Tracker {
-    calls: HashMap<String, CallTrack>,
-    jobs: HashMap<String, oneshot::Sender<Result<String, SwitchError>>>,
-}
-
-#[derive(Debug, Default)]
-struct CallTrack {
-    /// Commands awaiting completion, by Event-UUID, oldest first.
-    pending: Vec<(CommandId, Command)>,
-    /// The last PLAYBACK_STOP, to tell a finished prompt from an interrupted one.
-    last_playback_stop: Option<EslEvent>,
-    hung_up: bool,
-}
-
-impl Tracker {
-    fn register(
-        &mut self,
-        call_id: &str,
-        id: CommandId,
-        command: Command,
-    ) -> Result<(), SwitchError> {
-        if !self.calls.contains_key(call_id) && self.calls.len() >= MAX_CALLS {
-            return Err(SwitchError::Overloaded(format!(
-                "{} calls tracked",
-                self.calls.len()
-            )));
-        }
-        let call = self.calls.entry(call_id.to_owned()).or_default();
-        if call.pending.len() >= MAX_PENDING_PER_CALL {
-            return Err(SwitchError::Overloaded(format!(
-                "{MAX_PENDING_PER_CALL} commands pending on {call_id}"
-            )));
-        }
-        call.pending.push((id, command));
-        Ok(())
-    }
-
-    fn unregister(&mut self, call_id: &str, id: &CommandId) {
-        if let Some(call) = self.calls.get_mut(call_id) {
-            call.pending.retain(|(pending, _)| pending != id);
-        }
-    }
-
-    fn add_job(
-        &mut self,
-        switch: &str,
-        id: String,
-        tx: oneshot::Sender<Result<String, SwitchError>>,
-    ) -> Result<(), SwitchError> {
-        if self.jobs.len() >= MAX_JOBS {
-            return Err(SwitchError::Overloaded(switch.to_owned()));
-        }
-        self.jobs.insert(id, tx);
-        Ok(())
-    }
-
-    fn fail_jobs(&mut self) -> Vec<oneshot::Sender<Result<String, SwitchError>>> {
-        self.jobs.drain().map(|(_, tx)| tx).collect()
-    }
-
-    fn on_event(&mut self, switch: &str, event: &EslEvent) -> Vec<SwitchEvent> {
-        let name = event.name().unwrap_or_default();
-        if name == "BACKGROUND_JOB" {
-            if let Some(tx) = event.get("Job-UUID").and_then(|id| self.jobs.remove(id)) {
-                let body = event.body().unwrap_or_default().to_owned();
-                let result = if body.starts_with("-ERR") {
-                    Err(SwitchError::Refused(body.trim_end().to_owned()))
-                } else {
-                    Ok(body)
-                };
-                let _ = tx.send(result);
-            }
-            return Vec::new();
-        }
-        if name == "HEARTBEAT" {
-            return vec![SwitchEvent::Heartbeat {
-                switch: switch.to_owned(),
-                core_uuid: event.get("Core-UUID").unwrap_or_default().to_owned(),
-            }];
-        }
-        let Some(call_id) = event.unique_id().map(str::to_owned) else {
-            return Vec::new();
-        };
-        match name {
-            "CHANNEL_PARK" => {
-                // A call returns to park after a bridge; only the first park offers it.
-                if self.calls.contains_key(&call_id) || self.calls.len() >= MAX_CALLS {
-                    return Vec::new();
-                }
-                self.calls.insert(call_id, CallTrack::default());
-                CallInfo::from_event(switch, event)
-                    .map(SwitchEvent::Parked)
-                    .into_iter()
-                    .collect()
-            }
-            "CHANNEL_ANSWER" => vec![SwitchEvent::Answered { call_id }],
-            "PLAYBACK_STOP" => {
-                if let Some(call) = self.calls.get_mut(&call_id) {
-                    call.last_playback_stop = Some(event.clone());
-                }
-                Vec::new()
-            }
-            "CHANNEL_EXECUTE" => {
-                // A new prompt starts: an older PLAYBACK_STOP says nothing about it.
-                if let Some(call) = self.calls.get_mut(&call_id) {
-                    call.last_playback_stop = None;
-                }
-                Vec::new()
-            }
-            "CHANNEL_EXECUTE_COMPLETE" => {
-                let Some(call) = self.calls.get_mut(&call_id) else {
-                    return Vec::new();
-                };
-                let Some(app_uuid) = event.get("Application-UUID") else {
-                    return Vec::new();
-                };
-                let Some(index) = call
-                    .pending
-                    .iter()
-                    .position(|(id, _)| id.as_str() == app_uuid)
-                else {
-                    return Vec::new();
-                };
-                let (command_id, command) = call.pending.remove(index);
-                let outcome =
-                    Outcome::from_completion(&command, event, call.last_playback_stop.as_ref());
-                vec![SwitchEvent::Completed {
-                    call_id,
-                    command_id,
-                    outcome,
-                }]
-            }
-            "DTMF" => {
-                let digit = event.get("DTMF-Digit").and_then(|d| d.chars().next());
-                let duration_ms = event
-                    .get("DTMF-Duration")
-                    // FreeSWITCH reports the duration in samples at 8 kHz.
-                    .and_then(|d| d.parse::<u32>().ok())
-                    .map_or(0, |samples| samples / 8);
-                digit
-                    .map(|digit| SwitchEvent::Dtmf {
-                        call_id,
-                        digit,
-                        duration_ms,
-                    })
-                    .into_iter()
-                    .collect()
-            }
-            "CHANNEL_BRIDGE" => vec![SwitchEvent::Bridged {
-                other_leg: event.get("Other-Leg-Unique-ID").map(str::to_owned),
-                call_id,
-            }],
-            "CHANNEL_UNBRIDGE" => vec![SwitchEvent::Unbridged { call_id }],
-            "CHANNEL_HANGUP" | "CHANNEL_HANGUP_COMPLETE" | "CHANNEL_DESTROY" => {
-                let final_event = name != "CHANNEL_HANGUP";
-                let Some(call) = self.calls.get_mut(&call_id) else {
-                    return Vec::new();
-                };
-                let mut out = Vec::new();
-                let cause = event
-                    .get("Hangup-Cause")
-                    .or_else(|| event.variable("hangup_cause"))
-                    .unwrap_or("NORMAL_CLEARING")
-                    .to_owned();
-                for (command_id, _) in call.pending.drain(..) {
-                    out.push(SwitchEvent::Completed {
-                        call_id: call_id.clone(),
-                        command_id,
-                        outcome: Outcome::HungUp {
-                            cause: cause.clone(),
-                        },
-                    });
-                }
-                if !call.hung_up {
-                    call.hung_up = true;
-                    out.push(SwitchEvent::Hangup {
-                        call_id: call_id.clone(),
-                        cause,
-                    });
-                }
-                if final_event {
-                    self.calls.remove(&call_id);
-                }
-                out
-            }
-            _ => Vec::new(),
-        }
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding one of these short locks leaves consistent data (every critical
     // section is a single map or queue operation), so poisoning is ignored.
     mutex
@@ -806,7 +636,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn millis(d: Duration) -> u64 {
+pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 

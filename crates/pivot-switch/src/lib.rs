@@ -7,14 +7,20 @@
 //!
 //! Layout:
 //! - [`esl`]: the wire format — framing ([`esl::frame`]) and events ([`esl::event`]);
+//! - [`client`]: the inbound client (pivot connects to the switch);
+//! - [`outbound`]: outbound socket mode (the switch's `socket` app connects to pivot, one
+//!   connection per call), producing the same typed events;
 //! - [`sim`]: the simulator: an ESL server with simulated calls and a scripted caller.
 
 pub mod client;
 pub mod commands;
 pub mod esl;
 pub mod events;
+pub mod outbound;
 pub mod sim;
+mod tracker;
 
 pub use client::{SwitchClient, SwitchConfig, SwitchError};
 pub use commands::{Command, CommandId, Outcome, ReadResult};
 pub use events::{CallInfo, ChannelSummary, SwitchEvent};
+pub use outbound::{OutboundConfig, OutboundServer};

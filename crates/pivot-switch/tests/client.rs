@@ -433,3 +433,56 @@ async fn a_wrong_password_keeps_retrying_without_connecting() {
     ));
     client.shutdown();
 }
+
+#[tokio::test]
+async fn a_command_pending_across_a_disconnect_still_completes_after_the_reconnect() {
+    let mut h = Harness::new(1.0).await;
+    let call = h.call(caller(vec![])).await.call_id;
+    let id = CommandId::new(&call, 1, 1);
+    // Three seconds of prompt: the connection drops while it plays.
+    h.client
+        .execute(&call, &id, &play("https://media.example.com/long.wav"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.sim.drop_connections();
+    h.next(|e| matches!(e, SwitchEvent::SwitchDown { .. }))
+        .await;
+    h.next(|e| matches!(e, SwitchEvent::SwitchUp { .. })).await;
+    // FreeSWITCH does not replay events, but the app's completion comes after the reconnect,
+    // and the tracker still knows the command.
+    assert_eq!(h.completion(&id).await, Outcome::Done);
+}
+
+#[tokio::test]
+async fn replies_in_flight_when_the_connection_drops_fail_as_disconnected() {
+    let h = Harness::new(0.0).await;
+    // Mixed commands, so that a reply given to the wrong waiter would show.
+    let requests: Vec<_> = (0..200)
+        .map(|i| {
+            let client = h.client.clone();
+            tokio::spawn(async move {
+                let command = if i % 2 == 0 {
+                    "version"
+                } else {
+                    "uuid_exists nope"
+                };
+                (i, client.api(command).await)
+            })
+        })
+        .collect();
+    h.sim.drop_connections();
+    for request in requests {
+        // Nothing hangs: every request ends well before the reply timeout.
+        let (i, result) = tokio::time::timeout(Duration::from_secs(2), request)
+            .await
+            .expect("a request hung across the disconnect")
+            .unwrap();
+        match result {
+            Ok(text) if i % 2 == 0 => assert!(text.starts_with("FreeSWITCH Version"), "{text}"),
+            Ok(text) => assert_eq!(text.trim(), "false"),
+            Err(SwitchError::Disconnected(_)) | Err(SwitchError::NotConnected(_)) => {}
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+}

@@ -35,7 +35,14 @@ pub(crate) async fn execute(inner: &Arc<Inner>, name: &str, args: &str) -> Outpu
 }
 
 /// Starts a `bgapi` job; its result comes as BACKGROUND_JOB.
-pub(crate) fn spawn_job(inner: &Arc<Inner>, job: String, name: String, args: String) {
+/// `owner`: the channel of the outbound connection that started it (`Job-Owner-UUID`).
+pub(crate) fn spawn_job(
+    inner: &Arc<Inner>,
+    job: String,
+    owner: Option<String>,
+    name: String,
+    args: String,
+) {
     let inner = inner.clone();
     let admitted = inner.jobs.fetch_add(1, Ordering::AcqRel) < MAX_JOBS;
     let runtime = inner.runtime.clone();
@@ -51,6 +58,9 @@ pub(crate) fn spawn_job(inner: &Arc<Inner>, job: String, name: String, args: Str
         inner.jobs.fetch_sub(1, Ordering::AcqRel);
         let mut ev = base_event(&inner, "BACKGROUND_JOB", "mod_event_socket.c", "api_exec");
         ev.set("Job-UUID", job);
+        if let Some(owner) = owner {
+            ev.set("Job-Owner-UUID", owner);
+        }
         ev.set("Job-Command", name);
         if !args.is_empty() {
             ev.set("Job-Command-Arg", args);

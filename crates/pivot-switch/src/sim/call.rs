@@ -64,6 +64,9 @@ pub(crate) enum Who {
 pub(crate) enum Start {
     /// A call from the caller: created, routed, parked.
     Inbound,
+    /// A call from the caller routed to `socket <target> async full`: handed to the controller
+    /// listening there, parked once it sent `connect` (freeswitch-esl.md §3).
+    Socket(std::net::SocketAddr),
     /// `originate`: rings the far end, answers (or not), then parks or runs `then`.
     Outbound {
         /// The originate result, and a hold the leg waits on before it parks.
@@ -429,6 +432,10 @@ pub(crate) struct Actor {
     depth: u32,
     lock_depth: u32,
     park_uuid: String,
+    /// The dialplan app the call waits in: `park`, or `socket` with its argument.
+    park_app: (&'static str, String),
+    /// The outbound connection controlling this call, for a `socket` call.
+    socket: Option<super::outbound::Link>,
 }
 
 pub(crate) async fn run(inner: Arc<Inner>, ch: Arc<Channel>, start: Start) {
@@ -441,9 +448,12 @@ pub(crate) async fn run(inner: Arc<Inner>, ch: Arc<Channel>, start: Start) {
         depth: 0,
         lock_depth: 0,
         park_uuid,
+        park_app: ("park", String::new()),
+        socket: None,
     };
     match start {
         Start::Inbound => actor.start_inbound(),
+        Start::Socket(target) => actor.start_socket(target).await,
         Start::Outbound {
             result,
             answer,
@@ -452,7 +462,7 @@ pub(crate) async fn run(inner: Arc<Inner>, ch: Arc<Channel>, start: Start) {
         } => actor.start_outbound(result, answer, timeout_ms, then).await,
     }
     actor.park_loop().await;
-    actor.finalize();
+    actor.finalize().await;
 }
 
 impl Actor {
@@ -599,6 +609,9 @@ impl Actor {
     }
 
     pub fn emit_channel(&self, name: &str, pre: &[(&str, String)], post: &[(&str, String)]) {
+        if !super::server::anyone_wants(&self.inner, name) {
+            return;
+        }
         let ev = self.channel_event(name, pre, post);
         emit(&self.inner, ev);
     }
@@ -631,13 +644,58 @@ impl Actor {
     }
 
     fn start_inbound(&mut self) {
+        self.route();
+        self.enter_park();
+    }
+
+    /// Created and routed: the dialplan starts executing.
+    fn route(&mut self) {
         self.emit_state("CS_NEW", 0);
         self.emit_state("CS_INIT", 1);
         self.emit_channel("CHANNEL_CREATE", &[], &[]);
         self.emit_callstate("RINGING");
         self.emit_state("CS_ROUTING", 2);
         self.emit_state("CS_EXECUTE", 4);
-        self.enter_park();
+    }
+
+    /// The dialplan's `socket <target> async full` (ES:415-551): connect to the controller,
+    /// wait for its `connect`, answer with the channel data, then park. If the controller
+    /// cannot be reached the app returns and, nothing following it, the call is hung up.
+    async fn start_socket(&mut self, target: std::net::SocketAddr) {
+        self.route();
+        let data = format!("{target} async full");
+        {
+            let mut st = self.ch.state();
+            st.set_var("current_application_data", data.clone());
+            st.set_var("current_application", "socket");
+            st.set_var("socket_host", target.ip().to_string());
+        }
+        let app_uuid = self.inner.ids.uuid();
+        let app_headers = vec![
+            ("Application", "socket".to_owned()),
+            ("Application-Data", data.clone()),
+            ("Application-UUID", app_uuid.clone()),
+        ];
+        self.emit_channel("CHANNEL_EXECUTE", &[], &app_headers);
+        let channel_data = self.channel_event("CHANNEL_DATA", &[], &[]);
+        let link = super::outbound::connect(&self.inner, &self.ch, target, channel_data).await;
+        match link {
+            Some(link) => {
+                self.socket = Some(link);
+                self.park_uuid = app_uuid;
+                self.park_app = ("socket", data);
+                self.ch.state().parked = true;
+                self.emit_channel("CHANNEL_PARK", &[], &[]);
+                let ev = self.note("parked", None);
+                self.transcript(ev);
+            }
+            None => {
+                let mut headers = app_headers;
+                headers.insert(2, ("Application-Response", "_none_".to_owned()));
+                self.emit_channel("CHANNEL_EXECUTE_COMPLETE", &[], &headers);
+                self.hangup_now("NORMAL_CLEARING", Who::Switch);
+            }
+        }
     }
 
     /// The dialplan's `park`: EXECUTE park (random Application-UUID), CHANNEL_PARK.
@@ -1126,7 +1184,7 @@ impl Actor {
     }
 
     /// Everything after the hang-up moment, in FreeSWITCH's order (capture 01).
-    fn finalize(&mut self) {
+    async fn finalize(&mut self) {
         if !self.hung_up() {
             self.hangup_now("NORMAL_CLEARING", Who::Switch);
         }
@@ -1137,8 +1195,8 @@ impl Actor {
                 "CHANNEL_EXECUTE_COMPLETE",
                 &[],
                 &[
-                    ("Application", "park".into()),
-                    ("Application-Data", String::new()),
+                    ("Application", self.park_app.0.into()),
+                    ("Application-Data", self.park_app.1.clone()),
                     ("Application-Response", response),
                     ("Application-UUID", self.park_uuid.clone()),
                 ],
@@ -1178,6 +1236,11 @@ impl Actor {
             }
         }
         self.emit_channel("CHANNEL_HANGUP_COMPLETE", &[], &[]);
+        // A controlling socket holds the session until it has lingered and closed: only then
+        // can the channel be destroyed, so it never sees its own CHANNEL_DESTROY (§3.4).
+        if let Some(link) = self.socket.take() {
+            link.hung_up().await;
+        }
         self.emit_channel("CHANNEL_DESTROY", &[], &[]);
         self.set_state("CS_DESTROY", 12);
         self.emit_channel("CHANNEL_STATE", &[], &[]);

@@ -12,7 +12,8 @@
 //! - `call`: one task per channel (FreeSWITCH's session thread): its private message queue,
 //!   event-lock and nesting, the virtual clock, the caller script, hang-up sequence;
 //! - `apps`: the dialplan applications; `api`: `api`/`bgapi` commands;
-//! - `media`: durations of files/tones/TTS, hang-up cause tables, a small regex matcher.
+//! - `media`: durations of files/tones/TTS, hang-up cause tables, a small regex matcher;
+//! - `outbound`: the `socket` app — a call handed to a controller that listens (outbound mode).
 //!
 //! Time: every simulated duration is multiplied by `time_scale`. With `time_scale == 0` the
 //! clock of each call is virtual: it only moves while an app "plays", so every event is still
@@ -23,6 +24,7 @@ mod api;
 mod apps;
 mod call;
 mod media;
+mod outbound;
 mod server;
 
 use std::collections::{HashMap, VecDeque};
@@ -289,7 +291,11 @@ impl Inner {
         while calls.ended.len() > MAX_ENDED_CALLS {
             if let Some(old) = calls.ended.pop_front() {
                 calls.by_id.remove(&old);
-                calls.order.retain(|i| *i != old);
+                // Calls end roughly in the order they started, so the oldest ended call is
+                // found near the front; a `retain` would scan every call each time.
+                if let Some(pos) = calls.order.iter().position(|i| *i == old) {
+                    calls.order.remove(pos);
+                }
             }
         }
     }
@@ -345,13 +351,24 @@ impl Simulator {
     /// waits in park for a controller. Beyond [`MAX_CALLS`] live calls the call is refused:
     /// it is reported hung up with `SWITCH_CONGESTION` and no event is sent.
     pub fn place_call(&self, call: NewCall) -> CallId {
+        self.place(call, call::Start::Inbound)
+    }
+
+    /// Places an inbound call whose dialplan is `socket <target> async full` (outbound socket
+    /// mode, freeswitch-esl.md §3): the simulator connects to the controller listening at
+    /// `target`, waits for its `connect`, replies with the channel data (a URL-encoded
+    /// CHANNEL_DATA header block, as capture 11 shows), parks the call and takes commands for
+    /// it on that connection. At hang-up the connection gets the disconnect notices (`linger`,
+    /// then `disconnect` after the linger time scaled by `time_scale`) and is closed. If
+    /// nothing listens at `target`, the call is hung up (`NORMAL_CLEARING`).
+    pub fn place_socket_call(&self, call: NewCall, target: SocketAddr) -> CallId {
+        self.place(call, call::Start::Socket(target))
+    }
+
+    fn place(&self, call: NewCall, start: call::Start) -> CallId {
         let id = self.inner.ids.uuid();
         let channel = Arc::new(Channel::inbound(&self.inner, id.clone(), call));
-        if self
-            .inner
-            .spawn_channel(channel.clone(), call::Start::Inbound)
-            .is_none()
-        {
+        if self.inner.spawn_channel(channel.clone(), start).is_none() {
             channel.refuse("SWITCH_CONGESTION");
             let mut calls = lock(&self.inner.calls);
             calls.by_id.insert(id.clone(), channel);

@@ -22,7 +22,8 @@ const OUT_QUEUE: usize = 20_000;
 /// Consecutive events dropped for a full queue before the listener is killed (`MAX_MISSED`).
 const MAX_MISSED: u32 = 500;
 /// The `text/disconnect-notice` body FreeSWITCH sends (67 bytes, capture 00a).
-const GOODBYE: &str = "Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n";
+pub(crate) const GOODBYE: &str =
+    "Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n";
 
 /// Every connection's outgoing queue and subscription, and the global event sequence.
 #[derive(Default)]
@@ -51,6 +52,11 @@ struct Subscription {
     filters: Vec<(String, String)>,
     /// `myevents <uuid>`: only this channel's events.
     bound: Option<String>,
+    /// The channel an outbound (`socket` app) connection controls: the default of
+    /// `myevents`, `sendmsg` and the owner of its `bgapi` jobs.
+    session: Option<String>,
+    /// `linger [secs]`: `Some(-1)` forever, `None` off.
+    linger: Option<i64>,
 }
 
 impl Subscription {
@@ -111,6 +117,17 @@ fn filter_match(pattern: &str, actual: &str) -> bool {
         return super::media::regex_search(body, actual);
     }
     pattern.eq_ignore_ascii_case(actual)
+}
+
+/// Whether any listener is subscribed to events named `name`: building a full channel event
+/// (a hundred headers, like FreeSWITCH's) is most of the simulator's work, so events nobody
+/// listens to are not built at all. Filters and `myevents` bindings are still applied by
+/// [`emit`] to the events that are built.
+pub(crate) fn anyone_wants(inner: &Inner, name: &str) -> bool {
+    lock(&inner.hub)
+        .conns
+        .values()
+        .any(|conn| conn.sub.authed && conn.sub.events.contains(name))
 }
 
 /// Fills in the per-switch headers and sends `ev` to every listener that wants it.
@@ -210,28 +227,7 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (tx, rx) = mpsc::channel(OUT_QUEUE);
-        let (kill, kill_rx) = watch::channel(false);
-        let id = {
-            let mut hub = lock(&inner.hub);
-            if hub.conns.len() >= MAX_CONNECTIONS {
-                None
-            } else {
-                hub.next_conn += 1;
-                let id = hub.next_conn;
-                hub.conns.insert(
-                    id,
-                    Conn {
-                        tx: tx.clone(),
-                        kill,
-                        sub: Subscription::default(),
-                        missed: 0,
-                    },
-                );
-                Some(id)
-            }
-        };
-        let Some(id) = id else {
+        let Some((id, tx, rx, kill_rx)) = register(&inner, None) else {
             drop(stream);
             continue;
         };
@@ -241,8 +237,59 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
     }
 }
 
+/// A connection's id, outgoing queue (sender and the writer's receiver) and kill switch.
+pub(crate) type Registered = (
+    u64,
+    mpsc::Sender<Bytes>,
+    mpsc::Receiver<Bytes>,
+    watch::Receiver<bool>,
+);
+
+/// A new connection in the hub: its id, its outgoing queue and its kill switch; `None` at
+/// [`MAX_CONNECTIONS`]. `session`: the channel an outbound (`socket`) connection controls; such
+/// a connection needs no `auth`.
+pub(crate) fn register(inner: &Inner, session: Option<String>) -> Option<Registered> {
+    let (tx, rx) = mpsc::channel(OUT_QUEUE);
+    let (kill, kill_rx) = watch::channel(false);
+    let mut hub = lock(&inner.hub);
+    if hub.conns.len() >= MAX_CONNECTIONS {
+        return None;
+    }
+    hub.next_conn += 1;
+    let id = hub.next_conn;
+    let sub = Subscription {
+        authed: session.is_some(),
+        session,
+        ..Subscription::default()
+    };
+    hub.conns.insert(
+        id,
+        Conn {
+            tx: tx.clone(),
+            kill,
+            sub,
+            missed: 0,
+        },
+    );
+    Some((id, tx, rx, kill_rx))
+}
+
+/// Takes a connection out of the hub: it gets no more events, and its writer ends once the
+/// queued frames are written.
+pub(crate) fn unregister(inner: &Inner, id: u64) {
+    lock(&inner.hub).conns.remove(&id);
+}
+
+/// The connection's `linger` setting: `Some(-1)` forever, `Some(secs)`, `None` off.
+pub(crate) fn linger(inner: &Inner, id: u64) -> Option<i64> {
+    with_sub(inner, id, |s| s.linger).flatten()
+}
+
 /// Writes queued frames in order; stops on kill or when every sender is gone.
-async fn writer(
+/// Bytes gathered into one write when several frames are queued.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+
+pub(crate) async fn writer(
     mut write: OwnedWriteHalf,
     mut rx: mpsc::Receiver<Bytes>,
     mut kill: watch::Receiver<bool>,
@@ -270,14 +317,30 @@ async fn writer(
             rx.recv().await
         };
         let Some(bytes) = next else { break };
-        if write.write_all(&bytes).await.is_err() {
+        // Whatever else is already queued goes out in the same write: one syscall for a burst
+        // of events instead of one each, as FreeSWITCH's own buffered writes do.
+        if rx.is_empty() {
+            if write.write_all(&bytes).await.is_err() {
+                break;
+            }
+            continue;
+        }
+        let mut batch = BytesMut::with_capacity(WRITE_BATCH_BYTES.max(bytes.len()));
+        batch.extend_from_slice(&bytes);
+        while batch.len() < WRITE_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(more) => batch.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if write.write_all(&batch).await.is_err() {
             break;
         }
     }
     let _ = write.shutdown().await;
 }
 
-enum After {
+pub(crate) enum After {
     Continue,
     /// Send what is queued, then close (exit, failed auth).
     Close,
@@ -319,7 +382,7 @@ async fn connection(
     lock(&inner.hub).conns.remove(&id);
 }
 
-fn goodbye() -> Bytes {
+pub(crate) fn goodbye() -> Bytes {
     let frame = Frame {
         line: None,
         headers: [("Content-Type", "text/disconnect-notice")]
@@ -364,7 +427,12 @@ fn with_sub<R>(inner: &Inner, id: u64, f: impl FnOnce(&mut Subscription) -> R) -
     lock(&inner.hub).conns.get_mut(&id).map(|c| f(&mut c.sub))
 }
 
-async fn handle(inner: &Arc<Inner>, id: u64, frame: &Frame, tx: &mpsc::Sender<Bytes>) -> After {
+pub(crate) async fn handle(
+    inner: &Arc<Inner>,
+    id: u64,
+    frame: &Frame,
+    tx: &mpsc::Sender<Bytes>,
+) -> After {
     let line = frame.line.as_deref().unwrap_or("").trim();
     let (cmd, rest) = line
         .split_once(' ')
@@ -449,17 +517,19 @@ async fn handle(inner: &Arc<Inner>, id: u64, frame: &Frame, tx: &mpsc::Sender<By
             After::Continue
         }
         "linger" | "nolinger" => {
-            let bound = with_sub(inner, id, |s| s.bound.is_some()).unwrap_or(false);
+            let secs = rest.parse::<i64>().ok().filter(|s| *s > 0).unwrap_or(-1);
+            let bound = with_sub(inner, id, |s| {
+                let bound = s.bound.is_some() || s.session.is_some();
+                if bound {
+                    s.linger = (cmd == "linger").then_some(secs);
+                }
+                bound
+            })
+            .unwrap_or(false);
             let text = match (bound, cmd) {
                 (false, _) => "-ERR not controlling a session".to_owned(),
-                (true, "linger") => {
-                    let secs = rest.parse::<i64>().unwrap_or(-1);
-                    if secs > 0 {
-                        format!("+OK will linger {secs} seconds")
-                    } else {
-                        "+OK will linger".to_owned()
-                    }
-                }
+                (true, "linger") if secs > 0 => format!("+OK will linger {secs} seconds"),
+                (true, "linger") => "+OK will linger".to_owned(),
                 (true, _) => "+OK will not linger".to_owned(),
             };
             send(reply(&text)).await;
@@ -511,6 +581,7 @@ async fn handle(inner: &Arc<Inner>, id: u64, frame: &Frame, tx: &mpsc::Sender<By
                 .header("Job-UUID")
                 .map(str::to_owned)
                 .unwrap_or_else(|| inner.ids.uuid());
+            let owner = with_sub(inner, id, |s| s.session.clone()).flatten();
             inner.log_command(LoggedCommand {
                 connection: id,
                 kind: "bgapi",
@@ -525,7 +596,7 @@ async fn handle(inner: &Arc<Inner>, id: u64, frame: &Frame, tx: &mpsc::Sender<By
                 &[("Job-UUID", &job)],
             ))
             .await;
-            api::spawn_job(inner, job, name.to_owned(), args.to_owned());
+            api::spawn_job(inner, job, owner, name.to_owned(), args.to_owned());
             After::Continue
         }
         _ => {
@@ -628,6 +699,8 @@ fn myevents(inner: &Inner, id: u64, rest: &str) -> String {
             _ => uuid = Some(t.to_owned()),
         }
     }
+    // On an outbound connection, `myevents` without a uuid means the controlled channel.
+    let uuid = uuid.or_else(|| with_sub(inner, id, |s| s.session.clone()).flatten());
     let exists = uuid
         .as_deref()
         .is_some_and(|u| inner.live_channel(u).is_some());
@@ -688,7 +761,7 @@ fn sendmsg(
             lock(&inner.hub)
                 .conns
                 .get(&conn)
-                .and_then(|c| c.sub.bound.clone())
+                .and_then(|c| c.sub.bound.clone().or_else(|| c.sub.session.clone()))
         })
         .unwrap_or_default();
     let command = frame
