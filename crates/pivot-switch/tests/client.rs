@@ -141,6 +141,7 @@ fn dtmf_at(at_ms: u64, digits: &str) -> ScriptStep {
         at_ms,
         dtmf: Some(digits.into()),
         hangup: false,
+        after_prompt: None,
     }
 }
 
@@ -149,6 +150,7 @@ fn hangup_at(at_ms: u64) -> ScriptStep {
         at_ms,
         dtmf: None,
         hangup: true,
+        after_prompt: None,
     }
 }
 
@@ -485,4 +487,25 @@ async fn replies_in_flight_when_the_connection_drops_fail_as_disconnected() {
             Err(other) => panic!("unexpected error {other}"),
         }
     }
+}
+
+#[tokio::test]
+async fn a_caller_scripted_to_hang_up_after_two_prompts_does() {
+    let mut h = Harness::new(0.0).await;
+    let script = vec![ScriptStep {
+        at_ms: 0,
+        dtmf: None,
+        hangup: true,
+        after_prompt: Some(2),
+    }];
+    let call = h.call(caller(script)).await.call_id;
+    assert_eq!(h.run(&call, 1, speak("One")).await, Outcome::Done);
+    // Not yet: one prompt heard.
+    assert_eq!(h.run(&call, 2, Command::Answer).await, Outcome::Done);
+    assert_eq!(h.run(&call, 3, play("tone_stream://%(100,0,440)")).await, Outcome::Done);
+    let event = h.next(|e| matches!(e, SwitchEvent::Hangup { .. })).await;
+    assert!(matches!(event, SwitchEvent::Hangup { ref cause, .. } if cause == "NORMAL_CLEARING"));
+    let view = h.sim.call(&call).unwrap();
+    let kinds: Vec<&str> = view.events.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds.last(), Some(&"hangup"), "{kinds:?}");
 }

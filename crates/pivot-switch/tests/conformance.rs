@@ -352,6 +352,7 @@ impl Capture {
                     at_ms: at(t),
                     dtmf: e.get("DTMF-Digit").cloned(),
                     hangup: false,
+                    after_prompt: None,
                 });
             }
         }
@@ -371,6 +372,7 @@ impl Capture {
                 at_ms: at(t),
                 dtmf: None,
                 hangup: true,
+                after_prompt: None,
             });
         }
         let busy = self.a_events().any(|(_, e)| {
@@ -713,12 +715,6 @@ async fn run(scenario: Scenario) {
             }
             let want = exp.get(h).map(|v| subst(v, &map));
             let have = got.get(h).map(str::to_owned);
-            // KNOWN DIFFERENCE: FreeSWITCH omits `Application-Data` for an app run without an
-            // argument (`answer`, the dialplan's `park`); the simulator sends it empty. pivot
-            // never reads `Application-Data` (it matches completions by Application-UUID).
-            if h == "Application-Data" && want.is_none() && have.as_deref() == Some("") {
-                continue;
-            }
             if want != have {
                 problems.push(format!(
                     "event #{i} {}: {h} expected {want:?}, got {have:?}",
@@ -856,20 +852,7 @@ async fn c03_play_and_get_digits_then_no_input() {
     run(Scenario {
         prefix: "03",
         time_scale: 0.0,
-        // KNOWN DIFFERENCE: FreeSWITCH clears `read_result` when play_and_get_digits starts, so
-        // the second call's first prompt (PLAYBACK_START/STOP #13, #14) carries none; the
-        // simulator still shows the first call's `success` there. pivot reads `read_result`
-        // only on the app's CHANNEL_EXECUTE_COMPLETE, which matches (`failure`).
-        known: vec![
-            Known {
-                index: 13,
-                header: "variable_read_result",
-            },
-            Known {
-                index: 14,
-                header: "variable_read_result",
-            },
-        ],
+        known: vec![],
     })
     .await;
 }

@@ -224,6 +224,7 @@ async fn a_caller_hanging_up_during_playback_completes_it_as_hung_up() {
         at_ms: 300,
         dtmf: None,
         hangup: true,
+        after_prompt: None,
     };
     let call = h.call(caller(vec![hangup])).await.call_id;
     let id = CommandId::new(&call, 1, 1);

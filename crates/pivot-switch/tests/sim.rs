@@ -449,6 +449,7 @@ async fn scripted_dtmf_fills_play_and_get_digits() {
         at_ms: 500,
         dtmf: Some("42#".into()),
         hangup: false,
+        after_prompt: None,
     }];
     let (mut c, id) = parked(&sim, new_call(script, DialAnswer::Answer)).await;
     c.execute(&id, "answer", "", "a1", true).await;
@@ -515,6 +516,7 @@ async fn caller_hangup_during_playback_is_hangup_then_playback_error() {
         at_ms: 1000,
         dtmf: None,
         hangup: true,
+        after_prompt: None,
     }];
     let (mut c, id) = parked(&sim, new_call(script, DialAnswer::Answer)).await;
     c.execute(&id, "answer", "", "b1", true).await;
@@ -987,6 +989,7 @@ async fn scripted_digits_wait_for_the_next_app_instead_of_an_idle_park() {
         at_ms: 0,
         dtmf: Some("7#".into()),
         hangup: false,
+        after_prompt: None,
     }];
     let (mut c, id) = parked(&sim, new_call(script, DialAnswer::Answer)).await;
     // The controller is slow: the digits are long due when the read starts.

@@ -267,6 +267,7 @@ pub(crate) async fn play_file(
         stop.push((n.as_str(), v.clone()));
     }
     a.emit_channel("PLAYBACK_STOP", &[], &stop);
+    a.prompt_heard();
     a.transcript_update(idx, |e| {
         e.duration_ms = Some(played);
         if let PlayEnd::Terminator(d) | PlayEnd::Digit(d) = end {
@@ -322,6 +323,7 @@ async fn speak(a: &mut Actor, ex: &Exec) {
             _ => break,
         }
     }
+    a.prompt_heard();
     a.transcript_update(idx, |e| e.duration_ms = Some(spoken.min(total)));
 }
 
@@ -451,6 +453,9 @@ async fn collect(a: &mut Actor, ex: &Exec, c: Collect) {
         st.unset_var(&c.var);
         st.unset_var(&format!("{}_invalid", c.var));
     }
+    // FreeSWITCH clears the outcome of the previous read as this one starts (capture 03): an
+    // interrupted collection must not report the last one's `success`.
+    a.ch.state().unset_var("read_result");
     a.ensure_media();
     let mut outcome = ("failure", String::new());
     for attempt in 0..c.tries {

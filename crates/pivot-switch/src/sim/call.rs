@@ -113,6 +113,9 @@ pub(crate) struct ChanState {
     /// The virtual clock at time_scale 0 (ms since creation).
     vt_ms: u64,
     script: VecDeque<ScriptStep>,
+    /// The caller hangs up after hearing this many prompts (a script's `after_prompt`).
+    hangup_after_prompts: Option<u32>,
+    prompts_heard: u32,
     pub dial_answer: DialAnswer,
     /// Stale `Application-Response` that park's COMPLETE repeats (captures 07, 08).
     last_response: String,
@@ -152,7 +155,12 @@ impl Channel {
 
     pub(crate) fn inbound(inner: &Inner, id: String, call: NewCall) -> Channel {
         let host = "127.0.0.1";
-        let mut script = call.script.clone();
+        // Prompt-triggered hang-ups are not timed: they wait for the prompts, not the clock.
+        let (after_prompt, mut script): (Vec<ScriptStep>, Vec<ScriptStep>) = call
+            .script
+            .iter()
+            .cloned()
+            .partition(|s| s.hangup && s.after_prompt.is_some());
         script.sort_by_key(|s| s.at_ms);
         let name = format!("sofia/external/{}@{host}:5060", call.from);
         let mut st = blank_state(name.clone(), false);
@@ -161,6 +169,7 @@ impl Channel {
         st.dest = call.to.clone();
         st.username = call.from.clone();
         st.script = script.into();
+        st.hangup_after_prompts = after_prompt.iter().filter_map(|s| s.after_prompt).min();
         st.dial_answer = call.dial_answer;
         let session = inner
             .sessions_since_startup
@@ -397,6 +406,8 @@ fn blank_state(name: String, outbound: bool) -> ChanState {
         dtmf_in: VecDeque::new(),
         vt_ms: 0,
         script: VecDeque::new(),
+        hangup_after_prompts: None,
+        prompts_heard: 0,
         dial_answer: DialAnswer::Answer,
         last_response: "_none_".to_owned(),
         answered_vt: None,
@@ -506,6 +517,22 @@ impl Actor {
             && let Some(ev) = self.ch.state().transcript.get_mut(i)
         {
             f(ev);
+        }
+    }
+
+    /// A prompt ended (however it ended): a caller scripted to hang up after so many prompts
+    /// does so now, before the next app starts.
+    pub fn prompt_heard(&self) {
+        let mut st = self.ch.state();
+        st.prompts_heard = st.prompts_heard.saturating_add(1);
+        if st
+            .hangup_after_prompts
+            .is_some_and(|n| st.prompts_heard >= n)
+            && !st.hung_up
+            && st.kill.is_none()
+        {
+            st.hangup_after_prompts = None;
+            st.kill = Some(("NORMAL_CLEARING".to_owned(), Who::Caller));
         }
     }
 
@@ -1158,10 +1185,11 @@ impl Actor {
             st.set_var("current_application_data", exec.arg.clone());
         }
         let app_headers = |response: Option<&str>| {
-            let mut h = vec![
-                ("Application", exec.app.clone()),
-                ("Application-Data", exec.arg.clone()),
-            ];
+            let mut h = vec![("Application", exec.app.clone())];
+            // An app run without an argument has no Application-Data at all (every capture).
+            if !exec.arg.is_empty() {
+                h.push(("Application-Data", exec.arg.clone()));
+            }
             if let Some(r) = response {
                 h.push(("Application-Response", r.to_owned()));
             }
@@ -1194,12 +1222,7 @@ impl Actor {
             self.emit_channel(
                 "CHANNEL_EXECUTE_COMPLETE",
                 &[],
-                &[
-                    ("Application", self.park_app.0.into()),
-                    ("Application-Data", self.park_app.1.clone()),
-                    ("Application-Response", response),
-                    ("Application-UUID", self.park_uuid.clone()),
-                ],
+                &park_complete_headers(self.park_app.clone(), &self.park_uuid, response),
             );
         }
         self.emit_state("CS_HANGUP", 10);
@@ -1277,4 +1300,20 @@ fn carries_variables(name: &str) -> bool {
             | "PLAYBACK_STOP"
             | "CALL_UPDATE"
     )
+}
+
+/// The headers of the park (or socket) app's EXECUTE_COMPLETE; an empty argument is left out,
+/// as FreeSWITCH does.
+fn park_complete_headers(
+    (app, arg): (&'static str, String),
+    uuid: &str,
+    response: String,
+) -> Vec<(&'static str, String)> {
+    let mut headers = vec![("Application", app.to_owned())];
+    if !arg.is_empty() {
+        headers.push(("Application-Data", arg));
+    }
+    headers.push(("Application-Response", response));
+    headers.push(("Application-UUID", uuid.to_owned()));
+    headers
 }

@@ -102,6 +102,10 @@ pub struct ScriptStep {
     pub dtmf: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub hangup: bool,
+    /// With `hangup`: hang up once this many prompts (played files, spoken texts) have been
+    /// heard, whenever that is, instead of at `at_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_prompt: Option<u32>,
 }
 
 /// How the far end of a `bridge` (or `originate`) from this call behaves.
