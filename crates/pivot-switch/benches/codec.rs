@@ -88,6 +88,10 @@ fn main() {
             run: line_count,
         },
         Subject {
+            name: "socket copy only",
+            run: copy_only,
+        },
+        Subject {
             name: "FrameDecoder",
             run: frame_decoder,
         },
@@ -111,7 +115,7 @@ fn main() {
 
     let want = bare_splitter(&input);
     assert!(want.events > 0, "no events in the captures");
-    for s in [&subjects[1], &subjects[2]] {
+    for s in [&subjects[2], &subjects[3]] {
         assert_eq!(
             (s.run)(&input),
             want,
@@ -266,6 +270,22 @@ fn feed(bytes: &[u8], mut each: impl FnMut(Frame)) {
             each(frame);
         }
     }
+}
+
+/// Only the copy [`feed`] makes into the read buffer, a read at a time, the buffer emptied
+/// after each: what any decoder fed like a socket pays before it looks at a byte.
+fn copy_only(input: &Input) -> Counts {
+    let mut buf = BytesMut::with_capacity(READ_SIZE * 2);
+    let mut counts = Counts {
+        frames: 0,
+        events: 0,
+    };
+    for read in input.bytes.chunks(READ_SIZE) {
+        buf.extend_from_slice(read);
+        counts.frames += usize::from(black_box(&buf[..]).len() == READ_SIZE);
+        buf.clear();
+    }
+    counts
 }
 
 fn frames_of(bytes: &[u8]) -> Vec<Frame> {

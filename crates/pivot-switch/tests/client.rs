@@ -502,7 +502,10 @@ async fn a_caller_scripted_to_hang_up_after_two_prompts_does() {
     assert_eq!(h.run(&call, 1, speak("One")).await, Outcome::Done);
     // Not yet: one prompt heard.
     assert_eq!(h.run(&call, 2, Command::Answer).await, Outcome::Done);
-    assert_eq!(h.run(&call, 3, play("tone_stream://%(100,0,440)")).await, Outcome::Done);
+    assert_eq!(
+        h.run(&call, 3, play("tone_stream://%(100,0,440)")).await,
+        Outcome::Done
+    );
     let event = h.next(|e| matches!(e, SwitchEvent::Hangup { .. })).await;
     assert!(matches!(event, SwitchEvent::Hangup { ref cause, .. } if cause == "NORMAL_CLEARING"));
     let view = h.sim.call(&call).unwrap();

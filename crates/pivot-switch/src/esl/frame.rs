@@ -16,46 +16,100 @@ pub const MAX_HEADER_BYTES: usize = 256 * 1024;
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// A frame's headers in wire order, values as received (not URL-decoded).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(String, String)>);
+///
+/// All names and values live in one byte buffer with a span per header, rather than two
+/// `String`s per header: a decoded frame's headers are the header block itself, sliced out of
+/// the read buffer without a copy, so framing allocates nothing per header. The buffer is only
+/// ever filled from `&str`s or from a block checked to be UTF-8 as a whole, and every span
+/// starts and ends next to an ASCII byte (`:`, ` `, `\n`, `\r`) or at the block's ends, so each
+/// span is UTF-8 as well.
+#[derive(Debug, Clone, Default)]
+pub struct Headers {
+    text: BytesMut,
+    /// Per header: the name's and the value's byte ranges in `text`.
+    spans: Vec<HeaderSpan>,
+}
+
+/// `(name_start, name_end, value_start, value_end)` in [`Headers::text`]; `u32` because the
+/// block is bounded far below 4 GiB ([`MAX_HEADER_BYTES`]), which halves the vector.
+type HeaderSpan = (u32, u32, u32, u32);
+
+impl PartialEq for Headers {
+    /// Same headers in the same order; how the buffer is laid out does not matter.
+    fn eq(&self, other: &Headers) -> bool {
+        self.spans.len() == other.spans.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Headers {}
 
 impl Headers {
     pub fn new() -> Headers {
-        Headers(Vec::new())
+        Headers::default()
+    }
+
+    /// The text at `start..end`; the empty string for a range that is not UTF-8 (cannot
+    /// happen, see the type's documentation).
+    fn str_at(&self, start: u32, end: u32) -> &str {
+        self.text
+            .get(start as usize..end as usize)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or_default()
+    }
+
+    fn name_bytes(&self, span: &HeaderSpan) -> &[u8] {
+        self.text
+            .get(span.0 as usize..span.1 as usize)
+            .unwrap_or_default()
     }
 
     /// The first value of `name`, compared case-insensitively as FreeSWITCH does.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
+        self.spans
             .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .find(|s| self.name_bytes(s).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|s| self.str_at(s.2, s.3))
     }
 
-    pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.0.push((name.into(), value.into()));
+    pub fn push(&mut self, name: impl AsRef<str>, value: impl AsRef<str>) {
+        let (name, value) = (name.as_ref(), value.as_ref());
+        let name_start = self.text.len();
+        self.text.extend_from_slice(name.as_bytes());
+        let name_end = self.text.len();
+        self.text.extend_from_slice(value.as_bytes());
+        // Built frames are small; a header past 4 GiB could not be sent anyway (the decoder's
+        // bound is far lower), so saturating is only a guard against wrapping.
+        let at = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        self.spans.push((
+            at(name_start),
+            at(name_end),
+            at(name_end),
+            at(self.text.len()),
+        ));
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.spans
+            .iter()
+            .map(|s| (self.str_at(s.0, s.1), self.str_at(s.2, s.3)))
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.spans.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.spans.is_empty()
     }
 }
 
-impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for Headers {
+impl<N: AsRef<str>, V: AsRef<str>> FromIterator<(N, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
-        Headers(
-            iter.into_iter()
-                .map(|(n, v)| (n.into(), v.into()))
-                .collect(),
-        )
+        let mut headers = Headers::new();
+        for (n, v) in iter {
+            headers.push(n, v);
+        }
+        headers
     }
 }
 
@@ -196,7 +250,7 @@ impl FrameDecoder {
             };
             let head = buf.split_to(head_len);
             self.scanned = 0;
-            let (frame, body_len) = self.parse_head(&head)?;
+            let (frame, body_len) = self.parse_head(head)?;
             self.pending = Some((frame, body_len));
         }
         let Some((_, body_len)) = &self.pending else {
@@ -219,10 +273,10 @@ impl FrameDecoder {
         // Resume a little before where the last search stopped: the terminator may straddle it.
         let start = self.scanned.saturating_sub(3);
         let mut i = start;
-        while let Some(offset) = memchr(b'\n', &buf[i..]) {
+        while let Some(offset) = memchr::memchr(b'\n', buf.get(i..).unwrap_or_default()) {
             let nl = i + offset;
             // An empty line: `\n` right after the previous `\n`, optionally with `\r` between.
-            let after = &buf[nl + 1..];
+            let after = buf.get(nl + 1..).unwrap_or_default();
             if after.first() == Some(&b'\n') {
                 return Ok(Some(nl + 2));
             }
@@ -244,25 +298,47 @@ impl FrameDecoder {
         Ok(None)
     }
 
-    fn parse_head(&self, head: &[u8]) -> Result<(Frame, usize), CodecError> {
-        let text = std::str::from_utf8(head).map_err(|_| CodecError::NotUtf8)?;
-        let mut lines = text
-            .split('\n')
-            .map(|l| l.strip_suffix('\r').unwrap_or(l))
-            .filter(|l| !l.is_empty());
+    /// Splits the header block into spans over the block itself (kept as the headers' buffer,
+    /// no copy), checking UTF-8 once for the whole block.
+    fn parse_head(&self, head: BytesMut) -> Result<(Frame, usize), CodecError> {
+        let text = std::str::from_utf8(&head).map_err(|_| CodecError::NotUtf8)?;
         let mut frame = Frame::default();
-        if self.direction == Direction::FromClient {
-            frame.line = lines.next().map(str::to_owned);
-        }
+        let mut spans = Vec::with_capacity(4);
         let mut body_len = 0;
-        for line in lines {
+        let mut at = 0;
+        while at < text.len() {
+            let end = memchr::memchr(b'\n', &head[at..]).map_or(text.len(), |o| at + o);
+            let line_start = at;
+            at = end + 1;
+            let line_end = if end > line_start && head[end - 1] == b'\r' {
+                end - 1
+            } else {
+                end
+            };
+            if line_end == line_start {
+                continue;
+            }
+            if self.direction == Direction::FromClient && frame.line.is_none() {
+                frame.line = Some(
+                    text.get(line_start..line_end)
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+                continue;
+            }
             // The value is what follows the first ':', leading spaces removed (FreeSWITCH's
             // own parse); a line without ':' is kept as a header with an empty value.
-            let (name, value) = match line.split_once(':') {
-                Some((n, v)) => (n, v.trim_start_matches(' ')),
-                None => (line, ""),
+            let line = &head[line_start..line_end];
+            let (name_end, value_start) = match memchr::memchr(b':', line) {
+                Some(colon) => {
+                    let spaces = line[colon + 1..].iter().take_while(|&&b| b == b' ').count();
+                    (line_start + colon, line_start + colon + 1 + spaces)
+                }
+                None => (line_end, line_end),
             };
-            if name.eq_ignore_ascii_case("Content-Length") {
+            let name = &head[line_start..name_end];
+            if name.eq_ignore_ascii_case(b"Content-Length") {
+                let value = text.get(value_start..line_end).unwrap_or_default();
                 body_len = value
                     .trim()
                     .parse::<usize>()
@@ -274,8 +350,21 @@ impl FrameDecoder {
                     });
                 }
             }
-            frame.headers.push(name, value);
+            // The block is bounded by `max_header_bytes`; the conversion only fails for a
+            // limit configured past 4 GiB, which is then a frame too large to keep.
+            let span = |n: usize| {
+                u32::try_from(n).map_err(|_| CodecError::HeadersTooLarge {
+                    limit: self.max_header_bytes,
+                })
+            };
+            spans.push((
+                span(line_start)?,
+                span(name_end)?,
+                span(value_start)?,
+                span(line_end)?,
+            ));
         }
+        frame.headers = Headers { text: head, spans };
         Ok((frame, body_len))
     }
 }
@@ -320,10 +409,6 @@ fn skip_blank_lines(buf: &mut BytesMut) {
     // A lone trailing `\r` may be the start of a `\r\n` frame terminator split across reads;
     // it is harmless to skip either way.
     buf.advance(blank);
-}
-
-fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&b| b == needle)
 }
 
 #[cfg(test)]
