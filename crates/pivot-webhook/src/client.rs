@@ -229,49 +229,45 @@ impl WebhookClient {
             });
             let response = self.http.execute(built).await.map_err(|e| classify(&e))?;
             let status = response.status();
-            let headers = response.headers().clone();
+            // What is needed of the headers is taken now, rather than cloning the map, because
+            // reading the body needs the response mutably.
+            let resp_headers = lowercase_headers(response.headers());
 
             if status.is_redirection() {
-                records.push(response_record(status.as_u16(), &headers, &[], 0));
-                let location = headers
-                    .get(reqwest::header::LOCATION)
-                    .and_then(|v| v.to_str().ok());
-                url = self.next_hop(request, &url, location, hops, status.as_u16())?;
+                let location =
+                    header_str(response.headers(), reqwest::header::LOCATION).map(str::to_owned);
+                records.push(response_record(status, resp_headers, Vec::new(), 0));
+                url = self.next_hop(request, &url, location.as_deref(), hops, status.as_u16())?;
                 hops += 1;
                 continue;
             }
 
-            let body = self.read_body(response, &headers, status.as_u16()).await;
-            let body = match body {
+            let content_type =
+                header_str(response.headers(), reqwest::header::CONTENT_TYPE).map(str::to_owned);
+            let declared = declared_length(response.headers());
+            let keep = self.config.debug_body_bytes;
+            let body = match self.read_body(response, declared, status.as_u16()).await {
                 Ok(body) => body,
                 Err((partial, failure)) => {
-                    records.push(response_record(
-                        status.as_u16(),
-                        &headers,
-                        &partial,
-                        self.config.debug_body_bytes,
-                    ));
+                    records.push(response_record(status, resp_headers, partial, keep));
                     return Err(failure);
                 }
             };
-            records.push(response_record(
-                status.as_u16(),
-                &headers,
-                &body,
-                self.config.debug_body_bytes,
-            ));
             if !status.is_success() {
+                records.push(response_record(status, resp_headers, body, keep));
                 return Err(Failure::new(
                     FailureCause::HttpStatus,
                     format!("{} answered HTTP {}", host_of(&url), status),
                 )
                 .with_status(status.as_u16()));
             }
-            let content_type = headers
-                .get(reqwest::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok());
-            return pivot_flow::parse_response(content_type, &body, &self.config.limits)
-                .map_err(|e| Failure::from(e).with_status(status.as_u16()));
+            // Parsed before the record is made so that the body can move into the record
+            // instead of being copied; parsing adds no record, so the order is unchanged.
+            let parsed =
+                pivot_flow::parse_response(content_type.as_deref(), &body, &self.config.limits)
+                    .map_err(|e| Failure::from(e).with_status(status.as_u16()));
+            records.push(response_record(status, resp_headers, body, keep));
+            return parsed;
         }
     }
 
@@ -337,7 +333,7 @@ impl WebhookClient {
     async fn read_body(
         &self,
         mut response: reqwest::Response,
-        headers: &HeaderMap,
+        declared: Option<u64>,
         status: u16,
     ) -> Result<Vec<u8>, (Vec<u8>, Failure)> {
         let limit = self.config.limits.max_body_bytes;
@@ -348,10 +344,6 @@ impl WebhookClient {
             )
             .with_status(status)
         };
-        let declared = headers
-            .get(reqwest::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|len| len > limit as u64) {
             return Err((Vec::new(), too_large(status)));
         }
@@ -428,15 +420,16 @@ impl WebhookClient {
             });
             let response = self.http.execute(built).await.map_err(|e| classify(&e))?;
             let status = response.status();
-            let headers = response.headers().clone();
+            let resp_headers = lowercase_headers(response.headers());
+            let declared = declared_length(response.headers());
             let body = self
-                .read_body(response, &headers, status.as_u16())
+                .read_body(response, declared, status.as_u16())
                 .await
                 .map_err(|(_, failure)| failure)?;
             records.push(response_record(
-                status.as_u16(),
-                &headers,
-                &body,
+                status,
+                resp_headers,
+                body,
                 self.config.debug_body_bytes,
             ));
             if status.is_success() {
@@ -676,12 +669,23 @@ fn strip_query_added(url: &Url, prepared: &Prepared) -> Url {
     clean
 }
 
-fn response_record(status: u16, headers: &HeaderMap, body: &[u8], keep: usize) -> DebugRecord {
-    let kept = body.get(..keep.min(body.len())).unwrap_or_default();
+/// The response's entry of the debug log; takes the body so that a body kept whole and valid
+/// UTF-8 (the usual case) becomes the record's text without a copy.
+fn response_record(
+    status: reqwest::StatusCode,
+    resp_headers: BTreeMap<String, String>,
+    mut body: Vec<u8>,
+    keep: usize,
+) -> DebugRecord {
+    body.truncate(keep);
+    let resp_body = match String::from_utf8(body) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    };
     DebugRecord::Response {
-        resp_status_code: status.to_string(),
-        resp_headers: lowercase_headers(headers),
-        resp_body: String::from_utf8_lossy(kept).into_owned(),
+        resp_status_code: status.as_str().to_owned(),
+        resp_headers,
+        resp_body,
     }
 }
 
@@ -689,12 +693,23 @@ fn lowercase_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
     headers
         .iter()
         .map(|(name, value)| {
-            (
-                name.as_str().to_ascii_lowercase(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
+            // `HeaderName`s are lower-case already (the http crate normalises them), so the
+            // name is copied as it is.
+            let value = match value.to_str() {
+                Ok(text) => text.to_owned(),
+                Err(_) => String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            };
+            (name.as_str().to_owned(), value)
         })
         .collect()
+}
+
+fn header_str(headers: &HeaderMap, name: HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    header_str(headers, reqwest::header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok())
 }
 
 fn host_of(url: &Url) -> String {

@@ -14,16 +14,61 @@ use crate::params::{ParamValue, Params};
 /// `a&From` could inject a parameter), and an empty map produces nothing rather than an empty
 /// `&&` segment.
 pub fn query_string(params: &Params) -> String {
-    let mut out = String::new();
-    for (name, value) in flatten(params, form_encode) {
+    // Written straight into one buffer, names as a growing prefix: this runs for every pivot
+    // request, and flattening into owned pairs first cost an allocation per name and value.
+    let mut out = String::with_capacity(512);
+    let mut name = String::with_capacity(64);
+    for (key, value) in params.iter() {
+        name.clear();
+        push_form_encoded(&mut name, key);
+        write_value(&mut out, &mut name, value);
+    }
+    out
+}
+
+/// Appends `name=value` pairs for `value` under `name` (restored before returning).
+fn write_value(out: &mut String, name: &mut String, value: &ParamValue) {
+    let pair = |out: &mut String, name: &str, value: &str| {
         if !out.is_empty() {
             out.push('&');
         }
-        out.push_str(&name);
+        out.push_str(name);
         out.push('=');
-        out.push_str(&form_encode(&value));
+        push_form_encoded(out, value);
+    };
+    match value {
+        ParamValue::Text(text) => pair(out, name, text),
+        ParamValue::Bool(flag) => pair(out, name, if *flag { "true" } else { "false" }),
+        ParamValue::Int(number) => {
+            // Digits and `-` are never encoded, so the number can be formatted in place.
+            use std::fmt::Write as _;
+            if !out.is_empty() {
+                out.push('&');
+            }
+            out.push_str(name);
+            out.push('=');
+            let _ = write!(out, "{number}");
+        }
+        ParamValue::List(items) => {
+            let len = name.len();
+            name.push_str("[]");
+            for item in items {
+                write_value(out, name, item);
+            }
+            name.truncate(len);
+        }
+        ParamValue::Map(map) => {
+            let len = name.len();
+            for (sub, item) in map.iter() {
+                name.truncate(len);
+                name.push('[');
+                push_form_encoded(name, sub);
+                name.push(']');
+                write_value(out, name, item);
+            }
+            name.truncate(len);
+        }
     }
-    out
 }
 
 /// The names and values [`query_string`] sends, before encoding (`Digits[default]`, `arr[]`):
@@ -120,17 +165,28 @@ fn push_value<'a>(
 }
 
 /// KAZOO's `urlencode_plus`: unreserved bytes kept, space as `+`, every other byte `%XX`.
+#[cfg(test)]
 fn form_encode(text: &str) -> Cow<'_, str> {
-    let kept = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'~' | b'_');
-    if text.bytes().all(kept) {
-        return Cow::Borrowed(text);
-    }
+    let mut out = String::new();
+    push_form_encoded(&mut out, text);
+    Cow::Owned(out)
+}
+
+/// Appends `text` in KAZOO's `urlencode_plus` form: unreserved bytes kept, space as `+`, every
+/// other byte `%XX`. Runs of unreserved bytes are copied at once (most values are all of it).
+fn push_form_encoded(out: &mut String, text: &str) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(text.len() * 3);
-    for byte in text.bytes() {
+    let kept = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'~' | b'_');
+    let bytes = text.as_bytes();
+    let mut run = 0;
+    for (at, &byte) in bytes.iter().enumerate() {
         if kept(byte) {
-            out.push(char::from(byte));
-        } else if byte == b' ' {
+            continue;
+        }
+        // A run of kept bytes is ASCII, so its ends are character boundaries.
+        out.push_str(text.get(run..at).unwrap_or_default());
+        run = at + 1;
+        if byte == b' ' {
             out.push('+');
         } else {
             out.push('%');
@@ -138,7 +194,7 @@ fn form_encode(text: &str) -> Cow<'_, str> {
             out.push(char::from(HEX[usize::from(byte & 0x0F)]));
         }
     }
-    Cow::Owned(out)
+    out.push_str(text.get(run..).unwrap_or_default());
 }
 
 #[cfg(test)]
