@@ -169,6 +169,35 @@ impl EslEvent {
             .push((name_start, name_end, name_end, self.text.len()));
     }
 
+    /// An empty event with room for `text` bytes of names and values and `headers` headers:
+    /// the simulator builds ~100-header events, and growing the buffers step by step costs a
+    /// copy per doubling.
+    pub(crate) fn with_capacity(text: usize, headers: usize) -> EslEvent {
+        EslEvent {
+            text: String::with_capacity(text),
+            spans: Vec::with_capacity(headers),
+            body: None,
+        }
+    }
+
+    /// Appends a header named `prefix` + `name` (`variable_<name>`) without building the name
+    /// as a string of its own first.
+    pub(crate) fn push_prefixed(&mut self, prefix: &str, name: &str, value: &str) {
+        let name_start = self.text.len();
+        self.text.push_str(prefix);
+        self.text.push_str(name);
+        let name_end = self.text.len();
+        self.text.push_str(value);
+        self.spans
+            .push((name_start, name_end, name_end, self.text.len()));
+    }
+
+    /// Appends a header with a decimal value, formatted straight into the buffer.
+    pub(crate) fn push_u64(&mut self, name: &str, value: u64) {
+        let mut digits = [0u8; 20];
+        self.push(name, format_u64(value, &mut digits));
+    }
+
     /// The text at `start..end`; the empty string for a range that is not one (cannot happen:
     /// spans are only made from pushed text).
     fn slice(&self, start: usize, end: usize) -> &str {
@@ -454,6 +483,13 @@ fn push_xml_escaped(out: &mut String, text: &str) {
 /// for control characters and `\u00XX` for the others; `/` and non-ASCII left as they are.
 fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
+    // Almost every value needs no escape at all: check 16 bytes at a time without an early
+    // exit (so the check vectorises), then copy the whole string at once.
+    if !needs_json_escape(s.as_bytes()) {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
         let escape: &str = match b {
@@ -480,6 +516,32 @@ fn push_json_str(out: &mut String, s: &str) {
     }
     out.push_str(&s[start..]);
     out.push('"');
+}
+
+/// Whether any byte of `bytes` must be escaped in a JSON string (a control, `"` or `\\`).
+fn needs_json_escape(bytes: &[u8]) -> bool {
+    let special = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+    let mut chunks = bytes.chunks_exact(16);
+    for chunk in &mut chunks {
+        if chunk.iter().fold(false, |acc, &b| acc | special(b)) {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| special(b))
+}
+
+/// `value` in decimal, written into `buf`; no allocation.
+pub(crate) fn format_u64(mut value: u64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[at..]).unwrap_or_default()
 }
 
 /// FreeSWITCH's `switch_url_encode` character set: controls, non-ASCII and
@@ -620,6 +682,176 @@ fn estimate_lines(bytes: usize) -> usize {
 // text/event-json
 
 fn decode_json(body: &[u8]) -> Result<EslEvent, EventError> {
+    if let Some(event) = decode_json_flat(body) {
+        return Ok(event);
+    }
+    decode_json_serde(body)
+}
+
+/// The fast path: FreeSWITCH's events are one flat object whose values are strings (or arrays
+/// of strings), with few escapes. A direct scan of that shape, copying each name and value once
+/// into the event's buffer, is several times cheaper than going through serde's visitor.
+/// `None` for anything else (`\u` escapes, other value types, malformed text, too many
+/// headers): the serde decoder then decodes it, or reports exactly what is wrong, so the two
+/// paths cannot disagree on what is accepted.
+fn decode_json_flat(body: &[u8]) -> Option<EslEvent> {
+    let text = std::str::from_utf8(body).ok()?;
+    let mut p = JsonScan {
+        text,
+        bytes: text.as_bytes(),
+        at: 0,
+    };
+    // The decoded names and values are a little shorter than the JSON text.
+    let mut event = EslEvent::with_capacity(body.len(), estimate_lines(body.len()));
+    let mut event_body: Option<String> = None;
+    // Where the `Content-Length` that goes with `_body` sits (see `JsonEvent::visit_map`).
+    let mut body_length_at = None;
+    p.ws();
+    p.eat(b'{')?;
+    p.ws();
+    if p.peek() == Some(b'}') {
+        p.at += 1;
+    } else {
+        loop {
+            p.eat(b'"')?;
+            let name_start = event.text.len();
+            p.string_into(&mut event.text)?;
+            let name_end = event.text.len();
+            p.ws();
+            p.eat(b':')?;
+            p.ws();
+            let name = event.text.get(name_start..name_end)?;
+            if name == "_body" {
+                event.text.truncate(name_start);
+                p.eat(b'"')?;
+                let mut value = String::new();
+                p.string_into(&mut value)?;
+                event_body = Some(value);
+            } else {
+                let is_length = name == "Content-Length";
+                if event.spans.len() == MAX_EVENT_HEADERS {
+                    return None;
+                }
+                match p.next()? {
+                    b'"' => p.string_into(&mut event.text)?,
+                    b'[' => p.array_into(&mut event.text)?,
+                    _ => return None,
+                }
+                if is_length {
+                    body_length_at = Some(event.spans.len());
+                }
+                event
+                    .spans
+                    .push((name_start, name_end, name_end, event.text.len()));
+            }
+            p.ws();
+            match p.next()? {
+                b',' => p.ws(),
+                b'}' => break,
+                _ => return None,
+            }
+        }
+    }
+    p.ws();
+    if p.at != p.bytes.len() {
+        return None;
+    }
+    if let (Some(_), Some(at)) = (&event_body, body_length_at) {
+        event.spans.remove(at);
+    }
+    // `from_parts`'s rule: an empty body is no body.
+    event.body = event_body.filter(|b| !b.is_empty());
+    Some(event)
+}
+
+/// A cursor over JSON text already checked to be UTF-8.
+struct JsonScan<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl JsonScan<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let b = self.peek()?;
+        self.at += 1;
+        Some(b)
+    }
+
+    fn eat(&mut self, want: u8) -> Option<()> {
+        (self.next()? == want).then_some(())
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    /// The rest of a string whose opening quote is consumed, unescaped onto `out`.
+    fn string_into(&mut self, out: &mut String) -> Option<()> {
+        loop {
+            let rest = self.bytes.get(self.at..)?;
+            let stop = self.at + memchr::memchr2(b'"', b'\\', rest)?;
+            // `"` and `\\` are ASCII, so both ends of the run are character boundaries.
+            let run = self.text.get(self.at..stop)?;
+            // JSON forbids raw control characters in strings; serde reports them.
+            if run.bytes().fold(false, |acc, b| acc | (b < 0x20)) {
+                return None;
+            }
+            out.push_str(run);
+            self.at = stop + 1;
+            if self.bytes.get(stop) == Some(&b'"') {
+                return Some(());
+            }
+            let unescaped = match self.next()? {
+                b'"' => '"',
+                b'\\' => '\\',
+                b'/' => '/',
+                b'b' => '\u{8}',
+                b'f' => '\u{c}',
+                b'n' => '\n',
+                b'r' => '\r',
+                b't' => '\t',
+                // `\u` (surrogate pairs and all) is left to serde.
+                _ => return None,
+            };
+            out.push(unescaped);
+        }
+    }
+
+    /// The rest of an array of strings whose `[` is consumed, joined in the `ARRAY::` form.
+    fn array_into(&mut self, out: &mut String) -> Option<()> {
+        out.push_str(ARRAY_PREFIX);
+        self.ws();
+        if self.peek() == Some(b']') {
+            self.at += 1;
+            return Some(());
+        }
+        let mut first = true;
+        loop {
+            if !first {
+                out.push_str(ARRAY_SEPARATOR);
+            }
+            first = false;
+            self.eat(b'"')?;
+            self.string_into(out)?;
+            self.ws();
+            match self.next()? {
+                b',' => self.ws(),
+                b']' => return Some(()),
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// The general decoder, through serde_json: every shape serde accepts, and its error messages.
+fn decode_json_serde(body: &[u8]) -> Result<EslEvent, EventError> {
     let mut event = JsonEvent {
         event: EslEvent {
             // The decoded names and values are a little shorter than the JSON text.
@@ -999,6 +1231,52 @@ mod tests {
         let ev =
             EslEvent::decode(EventFormat::Json, br#"{"Event-Name":"X","M":["a","b\"c"]}"#).unwrap();
         assert_eq!(ev.get("M"), Some("ARRAY::a|:b\"c"));
+    }
+
+    #[test]
+    fn the_json_fast_path_agrees_with_serde() {
+        let fast_cases: [&[u8]; 8] = [
+            br#"{"Event-Name":"X","M":["a","b\"c"]}"#,
+            br#" { "A" : "1" , "B":[ ] ,"C":["x" , "y"] } "#,
+            br#"{}"#,
+            br#"{"A":"tab\there\/\\ \n\r\b\f","Content-Length":"3","_body":"abc"}"#,
+            br#"{"content-length":"9","Content-Length":"2","_body":""}"#,
+            b"{\"A\":\"caf\xc3\xa9\",\"_body\":\"x\",\"_body\":\"yz\"}",
+            br#"{"Content-Length":"1"}"#,
+            br#"{"A":"","":""}"#,
+        ];
+        for case in fast_cases {
+            let fast = decode_json_flat(case);
+            assert!(fast.is_some(), "{}", String::from_utf8_lossy(case));
+            assert_eq!(fast, decode_json_serde(case).ok());
+        }
+        // Shapes left to serde: it decodes some, rejects the rest.
+        let slow_cases: [&[u8]; 9] = [
+            br#"{"A":"\u00e9\ud83d\ude00"}"#,
+            br#"{"A":1}"#,
+            br#"{"A":["a",2]}"#,
+            br#"{"A":"b",}"#,
+            br#"{"A":"b"} x"#,
+            b"{\"A\":\"raw\ncontrol\"}",
+            br#"{"_body":["a"]}"#,
+            br#"["A"]"#,
+            b"{\"A\":\"\xff\"}",
+        ];
+        for case in slow_cases {
+            assert!(
+                decode_json_flat(case).is_none(),
+                "{}",
+                String::from_utf8_lossy(case)
+            );
+        }
+        assert_eq!(
+            decode_json(slow_cases[0]).unwrap().get("A"),
+            Some("\u{e9}\u{1f600}")
+        );
+        assert!(matches!(
+            decode_json(slow_cases[1]),
+            Err(EventError::Json(_))
+        ));
     }
 
     #[test]

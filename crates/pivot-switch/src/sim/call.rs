@@ -564,7 +564,7 @@ impl Actor {
         let dir = if st.outbound { "outbound" } else { "inbound" };
         ev.push("Channel-State", st.chan_state);
         ev.push("Channel-Call-State", st.call_state);
-        ev.push("Channel-State-Number", &st.chan_state_num.to_string());
+        ev.push_u64("Channel-State-Number", u64::from(st.chan_state_num));
         ev.push("Channel-Name", &st.name);
         ev.push("Unique-ID", &self.ch.id);
         ev.push("Call-Direction", dir);
@@ -591,45 +591,48 @@ impl Actor {
         ] {
             ev.push(n, v);
         }
-        let created = st.created_us.to_string();
-        let profile: [(&str, String); 29] = [
-            ("Caller-Direction", dir.into()),
-            ("Caller-Logical-Direction", dir.into()),
-            ("Caller-Username", st.username.clone()),
-            ("Caller-Dialplan", "XML".into()),
-            ("Caller-Caller-ID-Name", st.cid_name.clone()),
-            ("Caller-Caller-ID-Number", st.cid_num.clone()),
-            ("Caller-Orig-Caller-ID-Name", st.cid_name.clone()),
-            ("Caller-Orig-Caller-ID-Number", st.cid_num.clone()),
-            ("Caller-Network-Addr", "127.0.0.1".into()),
-            ("Caller-ANI", st.cid_num.clone()),
-            ("Caller-Destination-Number", st.dest.clone()),
-            ("Caller-Unique-ID", self.ch.id.clone()),
-            ("Caller-Source", "mod_sofia".into()),
-            ("Caller-Context", "public".into()),
-            ("Caller-Channel-Name", st.name.clone()),
-            ("Caller-Profile-Index", "1".into()),
-            ("Caller-Profile-Created-Time", created.clone()),
-            ("Caller-Channel-Created-Time", created),
-            ("Caller-Channel-Answered-Time", st.answered_us.to_string()),
-            ("Caller-Channel-Progress-Time", st.progress_us.to_string()),
-            ("Caller-Channel-Progress-Media-Time", "0".into()),
-            ("Caller-Channel-Hangup-Time", st.hangup_us.to_string()),
-            ("Caller-Channel-Transfer-Time", "0".into()),
-            ("Caller-Channel-Resurrect-Time", "0".into()),
-            ("Caller-Channel-Bridged-Time", "0".into()),
-            ("Caller-Channel-Last-Hold", "0".into()),
-            ("Caller-Channel-Hold-Accum", "0".into()),
-            ("Caller-Screen-Bit", "true".into()),
-            ("Caller-Privacy-Hide-Name", "false".into()),
-        ];
-        for (n, v) in profile {
-            ev.push(n, &v);
+        // The caller profile, pushed from borrowed state: no `String` per value.
+        for (n, v) in [
+            ("Caller-Direction", dir),
+            ("Caller-Logical-Direction", dir),
+            ("Caller-Username", &st.username),
+            ("Caller-Dialplan", "XML"),
+            ("Caller-Caller-ID-Name", &st.cid_name),
+            ("Caller-Caller-ID-Number", &st.cid_num),
+            ("Caller-Orig-Caller-ID-Name", &st.cid_name),
+            ("Caller-Orig-Caller-ID-Number", &st.cid_num),
+            ("Caller-Network-Addr", "127.0.0.1"),
+            ("Caller-ANI", &st.cid_num),
+            ("Caller-Destination-Number", &st.dest),
+            ("Caller-Unique-ID", &self.ch.id),
+            ("Caller-Source", "mod_sofia"),
+            ("Caller-Context", "public"),
+            ("Caller-Channel-Name", &st.name),
+            ("Caller-Profile-Index", "1"),
+        ] {
+            ev.push(n, v);
         }
-        ev.push("Caller-Privacy-Hide-Number", "false");
+        ev.push_u64("Caller-Profile-Created-Time", st.created_us);
+        ev.push_u64("Caller-Channel-Created-Time", st.created_us);
+        ev.push_u64("Caller-Channel-Answered-Time", st.answered_us);
+        ev.push_u64("Caller-Channel-Progress-Time", st.progress_us);
+        ev.push("Caller-Channel-Progress-Media-Time", "0");
+        ev.push_u64("Caller-Channel-Hangup-Time", st.hangup_us);
+        for (n, v) in [
+            ("Caller-Channel-Transfer-Time", "0"),
+            ("Caller-Channel-Resurrect-Time", "0"),
+            ("Caller-Channel-Bridged-Time", "0"),
+            ("Caller-Channel-Last-Hold", "0"),
+            ("Caller-Channel-Hold-Accum", "0"),
+            ("Caller-Screen-Bit", "true"),
+            ("Caller-Privacy-Hide-Name", "false"),
+            ("Caller-Privacy-Hide-Number", "false"),
+        ] {
+            ev.push(n, v);
+        }
         if carries_variables(name) {
             for (n, v) in &st.vars {
-                ev.push(&format!("variable_{n}"), v);
+                ev.push_prefixed("variable_", n, v);
             }
         }
         ev

@@ -137,7 +137,11 @@ pub(crate) fn emit(inner: &Inner, mut ev: EslEvent) {
     hub.seq += 1;
     // `set` keeps a header's position, so the placeholders `base_event` put in order stay put.
     ev.set("Core-UUID", core);
-    ev.set("Event-Sequence", hub.seq.to_string());
+    let mut digits = [0u8; 20];
+    ev.set(
+        "Event-Sequence",
+        crate::esl::event::format_u64(hub.seq, &mut digits),
+    );
     let mut encoded: [Option<Bytes>; 3] = [None, None, None];
     let mut dead = Vec::new();
     for (id, conn) in hub.conns.iter_mut() {
@@ -188,22 +192,48 @@ fn encode_event(ev: &EslEvent, format: EventFormat) -> Bytes {
 /// Base event with the common headers in FreeSWITCH's order; `emit` fills Core-UUID and the
 /// sequence.
 pub(crate) fn base_event(inner: &Inner, name: &str, file: &str, func: &str) -> EslEvent {
-    let mut ev = EslEvent::new(name);
+    // Room for a full channel event (about 4 KB of names and values, ~130 headers with the
+    // variables), so building one never regrows the buffers.
+    let mut ev = EslEvent::with_capacity(4096, 160);
+    ev.push("Event-Name", name);
     let micros = super::now_micros();
-    let (local, gmt) = super::format_dates(micros / 1_000_000);
-    ev.set("Core-UUID", "");
-    ev.set("FreeSWITCH-Hostname", inner.config.hostname.clone());
-    ev.set("FreeSWITCH-Switchname", inner.config.hostname.clone());
-    ev.set("FreeSWITCH-IPv4", "127.0.0.1");
-    ev.set("FreeSWITCH-IPv6", "::1");
-    ev.set("Event-Date-Local", local);
-    ev.set("Event-Date-GMT", gmt);
-    ev.set("Event-Date-Timestamp", micros.to_string());
-    ev.set("Event-Calling-File", file);
-    ev.set("Event-Calling-Function", func);
-    ev.set("Event-Calling-Line-Number", "1");
-    ev.set("Event-Sequence", "0");
+    // `push`, not `set`: these names are distinct, and `emit` `set`s the two placeholders.
+    ev.push("Core-UUID", "");
+    ev.push("FreeSWITCH-Hostname", &inner.config.hostname);
+    ev.push("FreeSWITCH-Switchname", &inner.config.hostname);
+    ev.push("FreeSWITCH-IPv4", "127.0.0.1");
+    ev.push("FreeSWITCH-IPv6", "::1");
+    with_dates(micros / 1_000_000, |local, gmt| {
+        ev.push("Event-Date-Local", local);
+        ev.push("Event-Date-GMT", gmt);
+    });
+    ev.push_u64("Event-Date-Timestamp", micros);
+    ev.push("Event-Calling-File", file);
+    ev.push("Event-Calling-Function", func);
+    ev.push("Event-Calling-Line-Number", "1");
+    ev.push("Event-Sequence", "0");
     ev
+}
+
+/// Calls `f` with the two date strings of `secs`, formatted once per second per thread: every
+/// event carries them, and thousands of events a second share the same second.
+fn with_dates(secs: u64, f: impl FnOnce(&str, &str)) {
+    thread_local! {
+        static DATES: std::cell::RefCell<(u64, String, String)> =
+            const { std::cell::RefCell::new((u64::MAX, String::new(), String::new())) };
+    }
+    DATES.with(|cell| {
+        let Ok(mut cached) = cell.try_borrow_mut() else {
+            // Only reachable if `f` re-entered; format afresh rather than panic.
+            let (local, gmt) = super::format_dates(secs);
+            return f(&local, &gmt);
+        };
+        if cached.0 != secs {
+            let (local, gmt) = super::format_dates(secs);
+            *cached = (secs, local, gmt);
+        }
+        f(&cached.1, &cached.2)
+    })
 }
 
 /// Cuts every connection at once (no notice: like a network failure).
