@@ -14,7 +14,7 @@
 //! execute can vanish without a completion (unknown app, `uuid_break all`, dead channel).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -302,6 +302,30 @@ pub(crate) fn sendmsg_execute(
 pub(crate) struct Connection {
     name: String,
     inner: Arc<tokio::sync::Mutex<Writer>>,
+    /// Requests waiting for the writer lock. A request that sees others waiting leaves its
+    /// frame buffered for the last of them to flush: a burst of commands goes out in one write
+    /// instead of a syscall (and a segment) per command.
+    queued: Arc<AtomicUsize>,
+}
+
+/// Counts a request as waiting for the writer lock until it gets it. A request dropped while
+/// waiting (its caller gave up) may have been counted on to flush frames buffered ahead of it,
+/// so it hands that flush to a task of its own.
+struct QueuedGuard<'a> {
+    connection: &'a Connection,
+    acquired: bool,
+}
+
+impl Drop for QueuedGuard<'_> {
+    fn drop(&mut self) {
+        self.connection.queued.fetch_sub(1, Ordering::AcqRel);
+        if !self.acquired {
+            let inner = Arc::clone(&self.connection.inner);
+            tokio::spawn(async move {
+                let _ = flush(&mut inner.lock().await.sink).await;
+            });
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -326,6 +350,7 @@ impl Connection {
                 sink: FramedWrite::new(write, FrameEncoder),
                 waiters: Arc::clone(&waiters),
             })),
+            queued: Arc::new(AtomicUsize::new(0)),
         };
         let (frames_tx, frames_rx) = mpsc::channel(FRAME_QUEUE);
         tokio::spawn(read_frames(reader, waiters, frames_tx));
@@ -340,15 +365,34 @@ impl Connection {
     ) -> Result<Frame, SwitchError> {
         let (tx, rx) = oneshot::channel();
         {
+            self.queued.fetch_add(1, Ordering::AcqRel);
+            let mut guard = QueuedGuard {
+                connection: self,
+                acquired: false,
+            };
             let mut writer = self.inner.lock().await;
-            {
+            guard.acquired = true;
+            drop(guard);
+            let overloaded = {
                 let mut waiters = lock(&writer.waiters);
-                if waiters.len() >= MAX_PENDING_REPLIES {
-                    return Err(SwitchError::Overloaded(self.name.clone()));
+                let full = waiters.len() >= MAX_PENDING_REPLIES;
+                if !full {
+                    waiters.push_back(tx);
                 }
-                waiters.push_back(tx);
+                full
+            };
+            if overloaded {
+                // Frames fed by earlier holders may be counting on this one to flush.
+                let _ = flush(&mut writer.sink).await;
+                return Err(SwitchError::Overloaded(self.name.clone()));
             }
-            if writer.sink.send(frame).await.is_err() {
+            // `feed` only buffers (writing out once the buffer passes its high-water mark);
+            // the flush is skipped when another request is already waiting for the lock, as
+            // that one (or the last of a burst) flushes both frames in one write.
+            if writer.sink.feed(frame).await.is_err() {
+                return Err(SwitchError::Disconnected(self.name.clone()));
+            }
+            if self.queued.load(Ordering::Acquire) == 0 && flush(&mut writer.sink).await.is_err() {
                 return Err(SwitchError::Disconnected(self.name.clone()));
             }
         }
@@ -361,6 +405,13 @@ impl Connection {
             }),
         }
     }
+}
+
+/// Writes out whatever frames are buffered.
+async fn flush(
+    sink: &mut FramedWrite<OwnedWriteHalf, FrameEncoder>,
+) -> Result<(), crate::esl::CodecError> {
+    SinkExt::<Frame>::flush(sink).await
 }
 
 /// Connects, authenticates, and returns the connection plus its stream of non-reply frames.
