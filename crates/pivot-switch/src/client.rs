@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -418,6 +419,15 @@ async fn flush(
 /// Reply frames complete waiters in order; when the peer closes, every waiter is dropped, which
 /// fails its request with `Disconnected`.
 async fn open(config: &SwitchConfig) -> Result<(Connection, mpsc::Receiver<Frame>), SwitchError> {
+    let (reader, write) = connect_authed(config).await?;
+    Ok(Connection::start(config.name.clone(), reader, write))
+}
+
+/// An authenticated connection, still read by its owner rather than a reader task.
+type RawConnection = (FramedRead<OwnedReadHalf, FrameDecoder>, OwnedWriteHalf);
+
+/// Connects, waits for `auth/request` and authenticates.
+async fn connect_authed(config: &SwitchConfig) -> Result<RawConnection, SwitchError> {
     let connect_error = |reason: String| SwitchError::Connect {
         address: config.address.clone(),
         reason,
@@ -427,7 +437,7 @@ async fn open(config: &SwitchConfig) -> Result<(Connection, mpsc::Receiver<Frame
         .map_err(|_| connect_error("timed out".into()))?
         .map_err(|e| connect_error(e.to_string()))?;
     let _ = stream.set_nodelay(true);
-    let (read, write) = stream.into_split();
+    let (read, mut write) = stream.into_split();
     let mut reader = FramedRead::new(read, FrameDecoder::new(Direction::FromServer));
     let greeting = tokio::time::timeout(config.reply_timeout, reader.next())
         .await
@@ -443,21 +453,46 @@ async fn open(config: &SwitchConfig) -> Result<(Connection, mpsc::Receiver<Frame
         Some(Err(e)) => return Err(connect_error(e.to_string())),
         None => return Err(connect_error("closed before auth/request".into())),
     }
-    let (connection, frames_rx) = Connection::start(config.name.clone(), reader, write);
-    let auth = connection
-        .request(
-            Frame {
-                line: Some(format!("auth {}", config.password)),
-                ..Frame::default()
-            },
-            config.reply_timeout,
-        )
-        .await?;
+    let auth = Frame {
+        line: Some(format!("auth {}", config.password)),
+        ..Frame::default()
+    };
+    let auth = exchange(config, &mut reader, &mut write, &auth).await?;
     if auth.reply_text() != Some("+OK accepted") {
         let text = auth.reply_text().unwrap_or("no reply text");
         return Err(connect_error(format!("authentication refused: {text}")));
     }
-    Ok((connection, frames_rx))
+    Ok((reader, write))
+}
+
+/// Sends `frame` on a connection nobody else reads yet and waits for its reply. Used only
+/// during setup, when nothing but the reply can arrive (no events are subscribed yet); any
+/// other frame is skipped.
+async fn exchange(
+    config: &SwitchConfig,
+    reader: &mut FramedRead<OwnedReadHalf, FrameDecoder>,
+    write: &mut OwnedWriteHalf,
+    frame: &Frame,
+) -> Result<Frame, SwitchError> {
+    let disconnected = || SwitchError::Disconnected(config.name.clone());
+    write
+        .write_all(&frame.to_bytes())
+        .await
+        .map_err(|_| disconnected())?;
+    let deadline = tokio::time::Instant::now() + config.reply_timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, reader.next()).await {
+            Ok(Some(Ok(frame))) if frame.is_reply() => return Ok(frame),
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(_)) | None) => return Err(disconnected()),
+            Err(_) => {
+                return Err(SwitchError::Timeout {
+                    switch: config.name.clone(),
+                    timeout_ms: millis(config.reply_timeout),
+                });
+            }
+        }
+    }
 }
 
 async fn read_frames(
@@ -525,15 +560,16 @@ async fn connect_and_run(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), String> {
     let config = &shared.config;
-    let (events_conn, mut event_frames) = open(config).await.map_err(|e| e.to_string())?;
-    let reply = events_conn
-        .request(
-            Frame {
-                line: Some(format!("event json {SUBSCRIPTION}")),
-                ..Frame::default()
-            },
-            config.reply_timeout,
-        )
+    // The event connection is read right here rather than by a reader task forwarding frames
+    // through a channel: one task hop (and often a thread wake-up) less per event. Its write
+    // half is kept only so the socket stays fully open.
+    let (mut event_frames, mut event_write) =
+        connect_authed(config).await.map_err(|e| e.to_string())?;
+    let subscribe = Frame {
+        line: Some(format!("event json {SUBSCRIPTION}")),
+        ..Frame::default()
+    };
+    let reply = exchange(config, &mut event_frames, &mut event_write, &subscribe)
         .await
         .map_err(|e| e.to_string())?;
     if !reply.reply_text().is_some_and(|t| t.starts_with("+OK")) {
@@ -577,10 +613,10 @@ async fn connect_and_run(
 
     loop {
         tokio::select! {
-            frame = tokio::time::timeout(config.liveness_timeout, event_frames.recv()) => {
+            frame = tokio::time::timeout(config.liveness_timeout, event_frames.next()) => {
                 match frame {
-                    Ok(Some(frame)) => handle_frame(shared, &frame).await?,
-                    Ok(None) => return Err("event connection closed".into()),
+                    Ok(Some(Ok(frame))) => handle_frame(shared, &frame).await?,
+                    Ok(Some(Err(_)) | None) => return Err("event connection closed".into()),
                     Err(_) => return Err(format!(
                         "no event for {} ms (HEARTBEAT missed)",
                         millis(config.liveness_timeout)
