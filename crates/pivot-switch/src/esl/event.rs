@@ -342,9 +342,9 @@ impl EslEvent {
     /// `Content-Type` in FreeSWITCH's order, then the serialised event.
     pub fn to_frame(&self, format: EventFormat) -> Frame {
         let body = match format {
-            EventFormat::Json => self.encode_json(),
-            EventFormat::Plain => self.encode_plain(),
-            EventFormat::Xml => self.encode_xml(),
+            EventFormat::Json => self.encode_json(String::new()),
+            EventFormat::Plain => self.encode_plain(String::new()),
+            EventFormat::Xml => self.encode_xml(String::new()),
         };
         let mut headers = Headers::new();
         headers.push("Content-Length", body.len().to_string());
@@ -356,11 +356,46 @@ impl EslEvent {
         }
     }
 
+    /// The whole frame [`EslEvent::to_frame`] describes, as wire bytes, built in one buffer:
+    /// the body is serialised after room left for the two framing headers, which are written
+    /// into that room once the body's length is known, so the body is never copied.
+    pub fn to_wire(&self, format: EventFormat) -> Bytes {
+        // `Content-Length: ` + 20 digits + `\nContent-Type: text/event-plain\n\n`.
+        const ROOM: usize = 16 + 20 + 15 + 16 + 2;
+        let mut out = String::with_capacity(ROOM + 4096);
+        out.extend(std::iter::repeat_n(' ', ROOM));
+        let out = match format {
+            EventFormat::Json => self.encode_json(out),
+            EventFormat::Plain => self.encode_plain(out),
+            EventFormat::Xml => self.encode_xml(out),
+        };
+        let body_len = out.len().saturating_sub(ROOM);
+        let mut digits = [0u8; 20];
+        let head = [
+            "Content-Length: ",
+            format_u64(body_len as u64, &mut digits),
+            "\nContent-Type: ",
+            format.content_type(),
+            "\n\n",
+        ];
+        let head_len: usize = head.iter().map(|p| p.len()).sum();
+        let start = ROOM.saturating_sub(head_len);
+        let mut bytes = out.into_bytes();
+        let mut at = start;
+        for part in head {
+            if let Some(dst) = bytes.get_mut(at..at + part.len()) {
+                dst.copy_from_slice(part.as_bytes());
+            }
+            at += part.len();
+        }
+        Bytes::from(bytes).slice(start..)
+    }
+
     /// `cJSON_PrintUnformatted` of the event: one flat object in header order, arrays for
     /// `ARRAY::` values, and the body under `_body` after its `Content-Length`.
-    fn encode_json(&self) -> String {
+    fn encode_json(&self, mut out: String) -> String {
         let size = self.text.len() + 6 * self.spans.len();
-        let mut out = String::with_capacity(size + self.body.as_ref().map_or(0, |b| b.len() + 40));
+        out.reserve(size + self.body.as_ref().map_or(0, |b| b.len() + 40));
         out.push('{');
         for (i, (n, v)) in self.headers().enumerate() {
             if i > 0 {
@@ -397,9 +432,9 @@ impl EslEvent {
 
     /// `switch_event_serialize`: `Name: url-encoded-value` lines (`_undef_` for an empty
     /// value), then either an empty line, or `Content-Length: n`, an empty line and the body.
-    fn encode_plain(&self) -> String {
+    fn encode_plain(&self, mut out: String) -> String {
         let size = self.text.len() + 3 * self.spans.len();
-        let mut out = String::with_capacity(size + self.body.as_ref().map_or(1, |b| b.len() + 32));
+        out.reserve(size + self.body.as_ref().map_or(1, |b| b.len() + 32));
         for (n, v) in self.headers() {
             out.push_str(n);
             out.push_str(": ");
@@ -425,9 +460,9 @@ impl EslEvent {
     /// `switch_event_xmlize` as `switch_xml_toxml` prints it: two-space indents, one element
     /// per header (one per value for an `ARRAY::` header), URL-encoded text, and the body
     /// XML-escaped after its `Content-Length`.
-    fn encode_xml(&self) -> String {
+    fn encode_xml(&self, mut out: String) -> String {
         let size = 2 * self.text.len() + 10 * self.spans.len();
-        let mut out = String::with_capacity(size + 64 + self.body.as_ref().map_or(0, |b| b.len()));
+        out.reserve(size + 64 + self.body.as_ref().map_or(0, |b| b.len()));
         out.push_str("<event>\n  <headers>\n");
         for (n, v) in self.headers() {
             match v.strip_prefix(ARRAY_PREFIX) {
@@ -1167,6 +1202,15 @@ mod tests {
                 assert_eq!(frame.content_type(), Some(format.content_type()));
                 let back = EslEvent::from_frame(&frame).unwrap().unwrap();
                 assert_eq!(back, ev, "{format:?}");
+                // The one-buffer wire form: FreeSWITCH's header order, then the same body.
+                let mut want = format!(
+                    "Content-Length: {}\nContent-Type: {}\n\n",
+                    frame.body.len(),
+                    format.content_type()
+                )
+                .into_bytes();
+                want.extend_from_slice(&frame.body);
+                assert_eq!(ev.to_wire(format), want, "{format:?}");
             }
         }
     }

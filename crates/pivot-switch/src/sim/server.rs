@@ -178,15 +178,7 @@ pub(crate) fn emit(inner: &Inner, mut ev: EslEvent) {
 
 /// An event frame as FreeSWITCH writes it: `Content-Length` first, then `Content-Type`.
 fn encode_event(ev: &EslEvent, format: EventFormat) -> Bytes {
-    let body = ev.to_frame(format).body;
-    let mut out = BytesMut::with_capacity(body.len() + 64);
-    out.extend_from_slice(b"Content-Length: ");
-    out.extend_from_slice(body.len().to_string().as_bytes());
-    out.extend_from_slice(b"\nContent-Type: ");
-    out.extend_from_slice(format.content_type().as_bytes());
-    out.extend_from_slice(b"\n\n");
-    out.extend_from_slice(&body);
-    out.freeze()
+    ev.to_wire(format)
 }
 
 /// Base event with the common headers in FreeSWITCH's order; `emit` fills Core-UUID and the
