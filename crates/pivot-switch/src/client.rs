@@ -252,17 +252,9 @@ impl SwitchClient {
         let connection = lock(&self.shared.command)
             .clone()
             .ok_or_else(|| SwitchError::NotConnected(self.shared.config.name.clone()))?;
-        let reply = connection
-            .request(frame, self.shared.config.reply_timeout)
-            .await?;
-        if reply.content_type() == Some("command/reply")
-            && reply.reply_text().is_some_and(|t| t.starts_with("-ERR"))
-        {
-            return Err(SwitchError::Refused(
-                reply.reply_text().unwrap_or_default().to_owned(),
-            ));
-        }
-        Ok(reply)
+        connection
+            .command(frame, self.shared.config.reply_timeout)
+            .await
     }
 }
 
@@ -336,6 +328,24 @@ struct Writer {
 }
 
 impl Connection {
+    /// A request whose `command/reply` starting `-ERR` is a refusal; `api/response` bodies are
+    /// left to the caller, since `api` output is free-form.
+    pub(crate) async fn command(
+        &self,
+        frame: Frame,
+        timeout: Duration,
+    ) -> Result<Frame, SwitchError> {
+        let reply = self.request(frame, timeout).await?;
+        if reply.content_type() == Some("command/reply")
+            && reply.reply_text().is_some_and(|t| t.starts_with("-ERR"))
+        {
+            return Err(SwitchError::Refused(
+                reply.reply_text().unwrap_or_default().to_owned(),
+            ));
+        }
+        Ok(reply)
+    }
+
     /// Starts the reader task. Reply frames complete waiters in order; every other frame goes
     /// to the returned (bounded) receiver. When the peer closes, every waiter is dropped, which
     /// fails its request with `Disconnected`, and the receiver ends.

@@ -277,18 +277,9 @@ impl OutboundServer {
     }
 
     async fn request(&self, call: &CallConn, frame: Frame) -> Result<Frame, SwitchError> {
-        let reply = call
-            .connection
-            .request(frame, self.shared.config.reply_timeout)
-            .await?;
-        if reply.content_type() == Some("command/reply")
-            && reply.reply_text().is_some_and(|t| t.starts_with("-ERR"))
-        {
-            return Err(SwitchError::Refused(
-                reply.reply_text().unwrap_or_default().to_owned(),
-            ));
-        }
-        Ok(reply)
+        call.connection
+            .command(frame, self.shared.config.reply_timeout)
+            .await
     }
 }
 
