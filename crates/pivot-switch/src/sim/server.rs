@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -37,7 +37,9 @@ struct Conn {
     tx: mpsc::Sender<Bytes>,
     kill: watch::Sender<bool>,
     sub: Subscription,
-    missed: u32,
+    /// Events lost in a row (the queue was full); shared so that delivery, which happens
+    /// outside the hub lock, can count without taking it.
+    missed: Arc<AtomicU32>,
 }
 
 /// What one listener receives (mod_event_socket's listener flags, event table and filters).
@@ -133,22 +135,32 @@ pub(crate) fn anyone_wants(inner: &Inner, name: &str) -> bool {
 /// Fills in the per-switch headers and sends `ev` to every listener that wants it.
 pub(crate) fn emit(inner: &Inner, mut ev: EslEvent) {
     let core = inner.core_uuid();
-    let mut hub = lock(&inner.hub);
-    hub.seq += 1;
-    // `set` keeps a header's position, so the placeholders `base_event` put in order stay put.
-    ev.set("Core-UUID", core);
-    let mut digits = [0u8; 20];
-    ev.set(
-        "Event-Sequence",
-        crate::esl::event::format_u64(hub.seq, &mut digits),
-    );
+    // Under the hub lock: the sequence number and who wants the event. Encoding (the costly
+    // part) happens after the lock is released, so call actors on other threads are not held
+    // up by it. Each actor emits its own channel's events in order, so a channel's events keep
+    // their Event-Sequence order on the wire; events of different channels may interleave, as
+    // they can on a FreeSWITCH with several dispatch threads (freeswitch-esl.md §7.1).
+    let targets = {
+        let mut hub = lock(&inner.hub);
+        hub.seq += 1;
+        ev.set("Core-UUID", core);
+        let mut digits = [0u8; 20];
+        ev.set(
+            "Event-Sequence",
+            crate::esl::event::format_u64(hub.seq, &mut digits),
+        );
+        hub.conns
+            .iter()
+            .filter(|(_, conn)| conn.sub.wants(&ev))
+            .map(|(id, conn)| {
+                let format = conn.sub.format.unwrap_or(EventFormat::Plain);
+                (*id, conn.tx.clone(), format, Arc::clone(&conn.missed))
+            })
+            .collect::<Vec<_>>()
+    };
     let mut encoded: [Option<Bytes>; 3] = [None, None, None];
     let mut dead = Vec::new();
-    for (id, conn) in hub.conns.iter_mut() {
-        if !conn.sub.wants(&ev) {
-            continue;
-        }
-        let format = conn.sub.format.unwrap_or(EventFormat::Plain);
+    for (id, tx, format, missed) in targets {
         let slot = match format {
             EventFormat::Json => 0,
             EventFormat::Plain => 1,
@@ -157,21 +169,23 @@ pub(crate) fn emit(inner: &Inner, mut ev: EslEvent) {
         let bytes = encoded[slot]
             .get_or_insert_with(|| encode_event(&ev, format))
             .clone();
-        match conn.tx.try_send(bytes) {
-            Ok(()) => conn.missed = 0,
+        match tx.try_send(bytes) {
+            Ok(()) => missed.store(0, Ordering::Relaxed),
             Err(mpsc::error::TrySendError::Full(_)) => {
-                conn.missed += 1;
-                if conn.missed >= MAX_MISSED {
-                    // "killed listener because of lost events" (ES:388-407).
-                    dead.push(*id);
+                // "killed listener because of lost events" (ES:388-407).
+                if missed.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_MISSED {
+                    dead.push(id);
                 }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => dead.push(*id),
+            Err(mpsc::error::TrySendError::Closed(_)) => dead.push(id),
         }
     }
-    for id in dead {
-        if let Some(conn) = hub.conns.remove(&id) {
-            let _ = conn.kill.send(true);
+    if !dead.is_empty() {
+        let mut hub = lock(&inner.hub);
+        for id in dead {
+            if let Some(conn) = hub.conns.remove(&id) {
+                let _ = conn.kill.send(true);
+            }
         }
     }
 }
@@ -290,7 +304,7 @@ pub(crate) fn register(inner: &Inner, session: Option<String>) -> Option<Registe
             tx: tx.clone(),
             kill,
             sub,
-            missed: 0,
+            missed: Arc::new(AtomicU32::new(0)),
         },
     );
     Some((id, tx, rx, kill_rx))
