@@ -203,11 +203,7 @@ impl SwitchClient {
                 ..Frame::default()
             })
             .await?;
-        let text = reply.reply_text().unwrap_or_default().to_owned();
-        if text.starts_with("-ERR") || text.starts_with("-USAGE") {
-            return Err(SwitchError::Refused(text.trim_end().to_owned()));
-        }
-        Ok(text)
+        api_output(&reply)
     }
 
     /// A `bgapi` command with a Job-UUID of ours; waits for its `BACKGROUND_JOB` result.
@@ -256,6 +252,16 @@ impl SwitchClient {
             .command(frame, self.shared.config.reply_timeout)
             .await
     }
+}
+
+/// The output of an `api` command, or `Refused` when it starts with `-ERR`/`-USAGE` (api
+/// output is free-form, so only its first characters say it failed).
+pub(crate) fn api_output(reply: &Frame) -> Result<String, SwitchError> {
+    let text = reply.reply_text().unwrap_or_default();
+    if text.starts_with("-ERR") || text.starts_with("-USAGE") {
+        return Err(SwitchError::Refused(text.trim_end().to_owned()));
+    }
+    Ok(text.to_owned())
 }
 
 pub(crate) fn sendmsg_execute(

@@ -34,7 +34,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio_util::codec::FramedRead;
 
-use crate::client::{Connection, SwitchError, lock, millis, sendmsg_execute};
+use crate::client::{Connection, SwitchError, api_output, lock, millis, sendmsg_execute};
 use crate::commands::{Command, CommandId};
 use crate::esl::{Direction, EslEvent, Frame, FrameDecoder, Headers};
 use crate::events::SwitchEvent;
@@ -216,11 +216,7 @@ impl OutboundServer {
                 },
             )
             .await?;
-        let text = reply.reply_text().unwrap_or_default().to_owned();
-        if text.starts_with("-ERR") || text.starts_with("-USAGE") {
-            return Err(SwitchError::Refused(text.trim_end().to_owned()));
-        }
-        Ok(text)
+        api_output(&reply)
     }
 
     /// A `bgapi` command on the call's connection with a Job-UUID of ours; waits for its

@@ -948,6 +948,24 @@ impl Actor {
         self.ch.state().script.front().map(|s| s.at_ms)
     }
 
+    /// In real time (time_scale > 0): waits until simulated time `v_ms` (forever when `None`)
+    /// or until the channel is woken, whichever comes first.
+    async fn sleep_until_or(
+        &self,
+        notified: tokio::sync::futures::Notified<'_>,
+        v_ms: Option<u64>,
+    ) {
+        match v_ms {
+            Some(v) => {
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep_until(self.real_deadline(v)) => {}
+                }
+            }
+            None => notified.await,
+        }
+    }
+
     /// The real instant at which simulated time `v_ms` is reached (time_scale > 0).
     fn real_deadline(&self, v_ms: u64) -> tokio::time::Instant {
         let secs = (v_ms as f64) * self.scale / 1000.0;
@@ -1035,16 +1053,7 @@ impl Actor {
                 };
                 if self.scale > 0.0 {
                     let notified = self.ch.notify.notified();
-                    match next {
-                        Some(v) => {
-                            let deadline = self.real_deadline(v);
-                            tokio::select! {
-                                _ = notified => {}
-                                _ = tokio::time::sleep_until(deadline) => {}
-                            }
-                        }
-                        None => notified.await,
-                    }
+                    self.sleep_until_or(notified, next).await;
                 } else {
                     match next {
                         Some(v) => {
@@ -1112,16 +1121,7 @@ impl Actor {
                     // fast the controller answers the park. Only a hang-up is timed here.
                     let step = self.next_hangup_at();
                     if self.scale > 0.0 {
-                        match step {
-                            Some(v) => {
-                                let deadline = self.real_deadline(v);
-                                tokio::select! {
-                                    _ = notified => {}
-                                    _ = tokio::time::sleep_until(deadline) => {}
-                                }
-                            }
-                            None => notified.await,
-                        }
+                        self.sleep_until_or(notified, step).await;
                     } else {
                         match step {
                             Some(v) => {
