@@ -210,33 +210,17 @@ impl SwitchClient {
     pub async fn bgapi(&self, command: &str) -> Result<String, SwitchError> {
         let seq = self.shared.job_seq.fetch_add(1, Ordering::Relaxed);
         let job_id = format!("pivot-job-{}-{seq}", std::process::id());
-        let (tx, rx) = oneshot::channel();
-        lock(&self.shared.tracker).add_job(&self.shared.config.name, job_id.clone(), tx)?;
-        let mut headers = Headers::new();
-        headers.push("Job-UUID", job_id.clone());
-        let sent = self
-            .request(Frame {
-                line: Some(format!("bgapi {command}")),
-                headers,
-                body: Bytes::new(),
-            })
-            .await;
-        if let Err(e) = sent {
-            lock(&self.shared.tracker).jobs.remove(&job_id);
-            return Err(e);
-        }
-        let timeout = self.shared.config.reply_timeout * 6;
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(SwitchError::Disconnected(self.shared.config.name.clone())),
-            Err(_) => {
-                lock(&self.shared.tracker).jobs.remove(&job_id);
-                Err(SwitchError::Timeout {
-                    switch: self.shared.config.name.clone(),
-                    timeout_ms: millis(timeout),
-                })
-            }
-        }
+        let connection = lock(&self.shared.command)
+            .clone()
+            .ok_or_else(|| SwitchError::NotConnected(self.shared.config.name.clone()))?;
+        background_job(
+            &connection,
+            &self.shared.tracker,
+            (&self.shared.config.name, self.shared.config.reply_timeout),
+            job_id,
+            command,
+        )
+        .await
     }
 
     /// Stops reconnecting and closes the connections.
@@ -251,6 +235,43 @@ impl SwitchClient {
         connection
             .command(frame, self.shared.config.reply_timeout)
             .await
+    }
+}
+
+/// Sends `bgapi <command>` with our `job_id` on `connection` and waits for its
+/// `BACKGROUND_JOB`, which `tracker` resolves; the job is forgotten if it cannot be sent or
+/// times out.
+pub(crate) async fn background_job(
+    connection: &Connection,
+    tracker: &Mutex<Tracker>,
+    (switch, reply_timeout): (&str, Duration),
+    job_id: String,
+    command: &str,
+) -> Result<String, SwitchError> {
+    let (tx, rx) = oneshot::channel();
+    lock(tracker).add_job(switch, job_id.clone(), tx)?;
+    let mut headers = Headers::new();
+    headers.push("Job-UUID", job_id.clone());
+    let frame = Frame {
+        line: Some(format!("bgapi {command}")),
+        headers,
+        body: Bytes::new(),
+    };
+    if let Err(e) = connection.command(frame, reply_timeout).await {
+        lock(tracker).jobs.remove(&job_id);
+        return Err(e);
+    }
+    let timeout = reply_timeout * 6;
+    match tokio::time::timeout(timeout, rx).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(SwitchError::Disconnected(switch.to_owned())),
+        Err(_) => {
+            lock(tracker).jobs.remove(&job_id);
+            Err(SwitchError::Timeout {
+                switch: switch.to_owned(),
+                timeout_ms: millis(timeout),
+            })
+        }
     }
 }
 

@@ -31,10 +31,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::codec::FramedRead;
 
-use crate::client::{Connection, SwitchError, api_output, lock, millis, sendmsg_execute};
+use crate::client::{Connection, SwitchError, api_output, background_job, lock, sendmsg_execute};
 use crate::commands::{Command, CommandId};
 use crate::esl::{Direction, EslEvent, Frame, FrameDecoder, Headers};
 use crate::events::SwitchEvent;
@@ -225,36 +225,14 @@ impl OutboundServer {
         let call = self.call(call_id)?;
         let seq = self.shared.job_seq.fetch_add(1, Ordering::Relaxed);
         let job_id = format!("pivot-outbound-job-{}-{seq}", std::process::id());
-        let (tx, rx) = oneshot::channel();
-        lock(&call.tracker).add_job(&self.shared.config.name, job_id.clone(), tx)?;
-        let mut headers = Headers::new();
-        headers.push("Job-UUID", job_id.clone());
-        let sent = self
-            .request(
-                &call,
-                Frame {
-                    line: Some(format!("bgapi {command}")),
-                    headers,
-                    body: Bytes::new(),
-                },
-            )
-            .await;
-        if let Err(e) = sent {
-            lock(&call.tracker).jobs.remove(&job_id);
-            return Err(e);
-        }
-        let timeout = self.shared.config.reply_timeout * 6;
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(SwitchError::Disconnected(self.shared.config.name.clone())),
-            Err(_) => {
-                lock(&call.tracker).jobs.remove(&job_id);
-                Err(SwitchError::Timeout {
-                    switch: self.shared.config.name.clone(),
-                    timeout_ms: millis(timeout),
-                })
-            }
-        }
+        background_job(
+            &call.connection,
+            &call.tracker,
+            (&self.shared.config.name, self.shared.config.reply_timeout),
+            job_id,
+            command,
+        )
+        .await
     }
 
     /// Stops accepting and closes every connection. FreeSWITCH then continues each call's
