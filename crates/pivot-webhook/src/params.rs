@@ -148,7 +148,8 @@ impl Serialize for Params {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Direction {
     #[default]
     Inbound,
@@ -165,7 +166,7 @@ impl Direction {
 }
 
 /// Who called whom: fixed for the whole call.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct CallInfo {
     pub call_id: String,
     pub account_id: String,
@@ -184,7 +185,8 @@ pub struct CallInfo {
 }
 
 /// Twilio call status names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CallStatus {
     Queued,
     Ringing,
@@ -212,7 +214,8 @@ impl CallStatus {
 }
 
 /// Twilio `DialCallStatus` names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DialStatus {
     Completed,
     Answered,
@@ -236,7 +239,7 @@ impl DialStatus {
 }
 
 /// The outcome of a `<Dial>`, reported on its action request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DialResult {
     pub status: DialStatus,
     pub call_sid: Option<String>,
@@ -244,7 +247,7 @@ pub struct DialResult {
 }
 
 /// What the call did since the previous request; the engine sends it once, then clears it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Progress {
     pub call_status: Option<CallStatus>,
     pub digits: Option<String>,

@@ -80,7 +80,7 @@ impl Default for SimConfig {
 pub type CallId = String;
 
 /// A call to place: what `POST /sim/calls` takes (DESIGN §5).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct NewCall {
     pub to: String,
     pub from: String,
@@ -95,7 +95,7 @@ pub struct NewCall {
 }
 
 /// One thing the caller does at `at_ms` (simulated ms after the call was placed).
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 pub struct ScriptStep {
     pub at_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,616 @@
+//! The engine: routes switch events to call actors, starts and supervises them, and answers
+//! the API's questions about live calls.
+
+use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use pivot_cluster::{CallflowStore, DebugStore, Lease, Ownership};
+use pivot_flow::HttpMethod;
+use pivot_switch::{SwitchClient, SwitchEvent};
+use pivot_webhook::WebhookClient;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::actor::{CallActor, CallMsg, Ending, callflow_program};
+use crate::config::EngineConfig;
+use crate::metrics::Metrics;
+use crate::state::{CallState, Program};
+
+/// The services the engine uses, chosen by `pivotd` (memory or Redis backends).
+#[derive(Clone)]
+pub struct Services {
+    pub ownership: Arc<dyn Ownership>,
+    pub callflows: Arc<dyn CallflowStore>,
+    pub debug: Arc<dyn DebugStore>,
+    pub webhook: WebhookClient,
+    pub metrics: Metrics,
+}
+
+/// What every call actor shares.
+pub(crate) struct Shared {
+    pub(crate) config: EngineConfig,
+    pub(crate) ownership: Arc<dyn Ownership>,
+    pub(crate) callflows: Arc<dyn CallflowStore>,
+    pub(crate) debug: Arc<dyn DebugStore>,
+    pub(crate) webhook: WebhookClient,
+    pub(crate) metrics: Metrics,
+    switches: HashMap<String, SwitchClient>,
+    registry: Mutex<HashMap<String, Entry>>,
+    accepting: AtomicBool,
+    arbiters: Vec<actix_rt::ArbiterHandle>,
+    next_arbiter: AtomicUsize,
+}
+
+/// A live call in the registry.
+struct Entry {
+    mailbox: mpsc::Sender<CallMsg>,
+    info: ChannelInfo,
+    status: Arc<Mutex<String>>,
+}
+
+/// A live call as the channels API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChannelInfo {
+    pub call_id: String,
+    pub account_id: String,
+    pub node: String,
+    pub switch: String,
+    pub from: String,
+    pub to: String,
+    pub caller_id_name: String,
+    pub caller_id_number: String,
+    /// What the call is doing: `resolving`, `requesting`, or the running step's module.
+    pub state: String,
+    pub started_unix_ms: u64,
+}
+
+/// Why a live-call request could not be carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    #[error("no live call {0} on this node")]
+    NotFound(String),
+    #[error("call {0} is busy; try again")]
+    Busy(String),
+}
+
+/// The running engine. Dropping it stops nothing: call [`Engine::shutdown`].
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+impl Engine {
+    /// Starts the engine: call actors on `config.arbiters` arbiters, events from `events`.
+    ///
+    /// Must run inside an actix `System` (the arbiters belong to it).
+    pub fn start(
+        config: EngineConfig,
+        services: Services,
+        switches: Vec<SwitchClient>,
+        events: mpsc::Receiver<SwitchEvent>,
+    ) -> Engine {
+        let count = if config.arbiters == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            config.arbiters
+        };
+        let arbiters = (0..count)
+            .map(|_| actix_rt::Arbiter::new().handle())
+            .collect();
+        let shared = Arc::new(Shared {
+            config,
+            ownership: services.ownership,
+            callflows: services.callflows,
+            debug: services.debug,
+            webhook: services.webhook,
+            metrics: services.metrics,
+            switches: switches
+                .into_iter()
+                .map(|s| (s.name().to_owned(), s))
+                .collect(),
+            registry: Mutex::new(HashMap::new()),
+            accepting: AtomicBool::new(true),
+            arbiters,
+            next_arbiter: AtomicUsize::new(0),
+        });
+        tokio::spawn(dispatch(Arc::clone(&shared), events));
+        Engine { shared }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.shared.config.node_id
+    }
+
+    pub fn active_calls(&self) -> usize {
+        registry(&self.shared).len()
+    }
+
+    /// Live calls on this node, optionally of one account, sorted by call id.
+    pub fn channels(&self, account_id: Option<&str>) -> Vec<ChannelInfo> {
+        let registry = registry(&self.shared);
+        let mut channels: Vec<ChannelInfo> = registry
+            .values()
+            .filter(|e| account_id.is_none_or(|a| e.info.account_id == a))
+            .map(entry_info)
+            .collect();
+        channels.sort_by(|a, b| a.call_id.cmp(&b.call_id));
+        channels
+    }
+
+    pub fn channel(&self, call_id: &str) -> Option<ChannelInfo> {
+        registry(&self.shared).get(call_id).map(entry_info)
+    }
+
+    /// Sends a live call to a new document.
+    pub fn redirect(
+        &self,
+        call_id: &str,
+        url: &str,
+        method: HttpMethod,
+    ) -> Result<(), ControlError> {
+        self.control(
+            call_id,
+            CallMsg::Redirect {
+                url: url.to_owned(),
+                method,
+            },
+        )
+    }
+
+    /// Hangs a live call up.
+    pub fn hangup(&self, call_id: &str) -> Result<(), ControlError> {
+        self.control(call_id, CallMsg::Hangup)
+    }
+
+    fn control(&self, call_id: &str, message: CallMsg) -> Result<(), ControlError> {
+        let registry = registry(&self.shared);
+        let entry = registry
+            .get(call_id)
+            .ok_or_else(|| ControlError::NotFound(call_id.to_owned()))?;
+        entry.mailbox.try_send(message).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ControlError::Busy(call_id.to_owned()),
+            mpsc::error::TrySendError::Closed(_) => ControlError::NotFound(call_id.to_owned()),
+        })
+    }
+
+    /// Whether new calls are taken.
+    pub fn is_accepting(&self) -> bool {
+        self.shared.accepting.load(Ordering::Acquire)
+    }
+
+    /// Whether every switch's event socket is connected.
+    pub fn switches_connected(&self) -> bool {
+        self.shared
+            .switches
+            .values()
+            .all(SwitchClient::is_connected)
+    }
+
+    /// Drains the node: no new calls; live calls finish within `grace`, then the rest are
+    /// handed over (released for a peer to adopt). Returns the number handed over.
+    pub async fn drain(&self, grace: Duration) -> usize {
+        self.shared.accepting.store(false, Ordering::Release);
+        let deadline = Instant::now() + grace;
+        while self.active_calls() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let remaining: Vec<mpsc::Sender<CallMsg>> = registry(&self.shared)
+            .values()
+            .map(|e| e.mailbox.clone())
+            .collect();
+        for mailbox in &remaining {
+            let _ = mailbox.try_send(CallMsg::HandOver);
+        }
+        // Give the actors a moment to release their leases.
+        let settle = Instant::now() + Duration::from_secs(2);
+        while self.active_calls() > 0 && Instant::now() < settle {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        remaining.len()
+    }
+
+    /// Stops the arbiters and the switch clients.
+    pub fn shutdown(&self) {
+        for switch in self.shared.switches.values() {
+            switch.shutdown();
+        }
+        for arbiter in &self.shared.arbiters {
+            arbiter.stop();
+        }
+    }
+}
+
+fn registry(shared: &Shared) -> MutexGuard<'_, HashMap<String, Entry>> {
+    // A poisoned registry only means a thread panicked while holding it; the map itself is
+    // still consistent (every mutation is a single insert or remove).
+    shared.registry.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn entry_info(entry: &Entry) -> ChannelInfo {
+    let mut info = entry.info.clone();
+    if let Ok(status) = entry.status.lock() {
+        info.state.clone_from(&status);
+    }
+    info
+}
+
+/// Routes switch events: new calls start actors, call events go to their actor.
+async fn dispatch(shared: Arc<Shared>, mut events: mpsc::Receiver<SwitchEvent>) {
+    while let Some(event) = events.recv().await {
+        match event {
+            SwitchEvent::Parked(info) => offer(&shared, info).await,
+            SwitchEvent::SwitchUp {
+                switch,
+                restarted,
+                channels,
+                ..
+            } => {
+                shared
+                    .metrics
+                    .switch_connected
+                    .with_label_values(&[&switch])
+                    .set(1);
+                // Calls the switch no longer has are over (it restarted, or they ended while
+                // we were disconnected).
+                let alive: HashSet<String> = channels.into_iter().map(|c| c.call_id).collect();
+                let gone: Vec<(String, mpsc::Sender<CallMsg>)> = registry(&shared)
+                    .iter()
+                    .filter(|(id, e)| {
+                        e.info.switch == switch && (restarted || !alive.contains(*id))
+                    })
+                    .map(|(id, e)| (id.clone(), e.mailbox.clone()))
+                    .collect();
+                for (call_id, mailbox) in gone {
+                    deliver_reliably(
+                        &shared,
+                        mailbox,
+                        CallMsg::Switch(Box::new(SwitchEvent::Hangup {
+                            call_id,
+                            cause: "SWITCH_RESTARTED".to_owned(),
+                        })),
+                    );
+                }
+            }
+            SwitchEvent::SwitchDown { switch, reason } => {
+                tracing::warn!(%switch, %reason, "switch disconnected");
+                shared
+                    .metrics
+                    .switch_connected
+                    .with_label_values(&[&switch])
+                    .set(0);
+            }
+            SwitchEvent::Heartbeat { .. } => {}
+            event => {
+                let Some(call_id) = event.call_id() else {
+                    continue;
+                };
+                let mailbox = registry(&shared).get(call_id).map(|e| e.mailbox.clone());
+                if let Some(mailbox) = mailbox {
+                    let vital = matches!(
+                        event,
+                        SwitchEvent::Hangup { .. } | SwitchEvent::Completed { .. }
+                    );
+                    match mailbox.try_send(CallMsg::Switch(Box::new(event))) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(message)) => {
+                            shared.metrics.mailbox_overflows.inc();
+                            if vital {
+                                deliver_reliably(&shared, mailbox, message);
+                            }
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Delivers a message the actor must not miss without blocking the dispatcher: a short-lived
+/// task waits for room (bounded by a timeout, after which the call's deadlines take over).
+fn deliver_reliably(shared: &Shared, mailbox: mpsc::Sender<CallMsg>, message: CallMsg) {
+    let wait = shared.config.command_margin;
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(wait, mailbox.send(message)).await;
+    });
+}
+
+/// A new parked call: start its actor if this node takes calls and has room.
+async fn offer(shared: &Arc<Shared>, info: pivot_switch::CallInfo) {
+    let parked_at = Instant::now();
+    if !shared.accepting.load(Ordering::Acquire) {
+        return;
+    }
+    let Some(switch) = shared.switches.get(&info.switch).cloned() else {
+        tracing::warn!(switch = %info.switch, "call from an unknown switch");
+        return;
+    };
+    let (sender, mailbox) = mpsc::channel(shared.config.mailbox.max(8));
+    let status = Arc::new(Mutex::new("resolving".to_owned()));
+    let call = webhook_call(&info);
+    {
+        let mut registry = registry(shared);
+        if registry.contains_key(&info.call_id) {
+            // Parked again (a resync, a transfer back to park): the actor already runs it.
+            return;
+        }
+        if registry.len() >= shared.config.max_calls {
+            drop(registry);
+            shared
+                .metrics
+                .calls_total
+                .with_label_values(&["rejected"])
+                .inc();
+            tracing::warn!(call_id = %info.call_id, "call refused: node at max_calls");
+            let call_id = info.call_id.clone();
+            tokio::spawn(async move {
+                let _ = switch.hangup(&call_id, "SWITCH_CONGESTION").await;
+            });
+            return;
+        }
+        registry.insert(
+            info.call_id.clone(),
+            Entry {
+                mailbox: sender,
+                info: ChannelInfo {
+                    call_id: info.call_id.clone(),
+                    account_id: call.account_id.clone(),
+                    node: shared.config.node_id.clone(),
+                    switch: info.switch.clone(),
+                    from: call.from.clone(),
+                    to: call.to.clone(),
+                    caller_id_name: call.caller_id_name.clone(),
+                    caller_id_number: call.caller_id_number.clone(),
+                    state: String::new(),
+                    started_unix_ms: pivot_cluster::now_unix_ms(),
+                },
+                status: Arc::clone(&status),
+            },
+        );
+    }
+    shared.metrics.calls_active.inc();
+    let state = CallState::new(call, info.switch.clone(), pivot_cluster::now_unix_ms());
+    let task = supervise(
+        Arc::clone(shared),
+        state,
+        switch,
+        mailbox,
+        status,
+        parked_at,
+    );
+    let index = shared.next_arbiter.fetch_add(1, Ordering::Relaxed) % shared.arbiters.len().max(1);
+    let spawned = shared
+        .arbiters
+        .get(index)
+        .is_some_and(|arbiter| arbiter.spawn(task));
+    if !spawned {
+        tracing::error!(call_id = %info.call_id, "no arbiter to run the call");
+        forget(shared, &info.call_id);
+    }
+}
+
+/// Removes a call from the registry when its supervisor ends — even by a panic.
+struct RegistryGuard {
+    shared: Arc<Shared>,
+    call_id: String,
+}
+
+impl Drop for RegistryGuard {
+    fn drop(&mut self) {
+        forget(&self.shared, &self.call_id);
+    }
+}
+
+fn forget(shared: &Shared, call_id: &str) {
+    if registry(shared).remove(call_id).is_some() {
+        shared.metrics.calls_active.dec();
+    }
+}
+
+/// One call from claim to end: runs its actor, restarts it from the checkpoint after a panic,
+/// and cleans up whatever happens.
+async fn supervise(
+    shared: Arc<Shared>,
+    mut state: CallState,
+    switch: SwitchClient,
+    mut mailbox: mpsc::Receiver<CallMsg>,
+    status: Arc<Mutex<String>>,
+    parked_at: Instant,
+) {
+    let call_id = state.call.call_id.clone();
+    let _guard = RegistryGuard {
+        shared: Arc::clone(&shared),
+        call_id: call_id.clone(),
+    };
+    // Resolve before claiming: it has no side effect, and the claim records the account.
+    match shared
+        .callflows
+        .resolve(&state.call.to, hint(&state.call.account_id))
+        .await
+    {
+        Ok(Some(callflow)) => {
+            state.call.account_id = callflow.account_id.clone();
+            state.program = match callflow_program(&callflow.flow, &shared.config.limits) {
+                Ok(program) => program,
+                Err(error) => {
+                    tracing::error!(%call_id, callflow = %callflow.id, %error, "stored callflow does not parse");
+                    Program::Hangup {
+                        cause: "NORMAL_TEMPORARY_FAILURE".to_owned(),
+                    }
+                }
+            };
+        }
+        Ok(None) => {
+            tracing::info!(%call_id, to = %state.call.to, "no callflow for the dialled number");
+            state.program = Program::Hangup {
+                cause: "UNALLOCATED_NUMBER".to_owned(),
+            };
+        }
+        Err(error) => {
+            tracing::error!(%call_id, %error, "callflow lookup failed");
+            state.program = Program::Hangup {
+                cause: "NORMAL_TEMPORARY_FAILURE".to_owned(),
+            };
+        }
+    }
+    if let Ok(mut registry) = shared.registry.lock()
+        && let Some(entry) = registry.get_mut(&call_id)
+    {
+        entry.info.account_id.clone_from(&state.call.account_id);
+    }
+    let lease = match shared
+        .ownership
+        .claim(&call_id, &state.call.account_id, &shared.config.node_id)
+        .await
+    {
+        Ok(Some(lease)) => {
+            shared
+                .metrics
+                .cluster_claims
+                .with_label_values(&["won"])
+                .inc();
+            lease
+        }
+        Ok(None) => {
+            shared
+                .metrics
+                .cluster_claims
+                .with_label_values(&["lost"])
+                .inc();
+            return;
+        }
+        Err(error) => {
+            shared
+                .metrics
+                .cluster_claims
+                .with_label_values(&["error"])
+                .inc();
+            tracing::error!(%call_id, %error, "cannot claim the call");
+            return;
+        }
+    };
+    let ending = run_supervised(
+        &shared,
+        state,
+        lease.clone(),
+        switch,
+        &mut mailbox,
+        status,
+        parked_at,
+    )
+    .await;
+    shared
+        .metrics
+        .calls_total
+        .with_label_values(&[ending.label()])
+        .inc();
+    let finished = match ending {
+        Ending::HandedOver => shared.ownership.release(&lease).await,
+        Ending::Fenced => Ok(()),
+        _ => shared.ownership.finish(&lease).await,
+    };
+    if let Err(error) = finished {
+        tracing::warn!(%call_id, %error, "ownership not released");
+    }
+}
+
+async fn run_supervised(
+    shared: &Arc<Shared>,
+    mut state: CallState,
+    lease: Lease,
+    switch: SwitchClient,
+    mailbox: &mut mpsc::Receiver<CallMsg>,
+    status: Arc<Mutex<String>>,
+    parked_at: Instant,
+) -> Ending {
+    let call_id = state.call.call_id.clone();
+    loop {
+        let mut actor = CallActor::new(
+            Arc::clone(shared),
+            state,
+            lease.clone(),
+            switch.clone(),
+            mailbox,
+            Arc::clone(&status),
+            parked_at,
+        );
+        let result = AssertUnwindSafe(actor.run()).catch_unwind().await;
+        match result {
+            Ok(ending) => {
+                actor.post_cdr(ending);
+                let _ = actor.lease();
+                return ending;
+            }
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_default();
+                shared.metrics.actor_restarts.inc();
+                tracing::error!(%call_id, panic = %message, "call actor panicked; restarting from its checkpoint");
+                drop(actor);
+                let checkpoint = shared.ownership.load(&call_id).await;
+                let restored = match checkpoint {
+                    Ok(Some(checkpoint)) => CallState::from_json(&checkpoint.state).ok(),
+                    _ => None,
+                };
+                let Some(mut restored) = restored else {
+                    let _ = switch.hangup(&call_id, "NORMAL_TEMPORARY_FAILURE").await;
+                    return Ending::Failed;
+                };
+                restored.restarts += 1;
+                if restored.restarts > shared.config.max_restarts {
+                    let _ = switch.hangup(&call_id, "NORMAL_TEMPORARY_FAILURE").await;
+                    return Ending::Failed;
+                }
+                // Whatever the dead actor queued is stale; the step is re-issued.
+                let _ = switch.break_all(&call_id).await;
+                shared.metrics.cluster_takeovers.inc();
+                state = restored;
+            }
+        }
+    }
+}
+
+/// The account a call says it belongs to (the `pivot_account_id` channel variable).
+fn hint(account_id: &str) -> Option<&str> {
+    (!account_id.is_empty()).then_some(account_id)
+}
+
+/// The pivot request's view of a switch call.
+fn webhook_call(info: &pivot_switch::CallInfo) -> pivot_webhook::CallInfo {
+    let direction = if info.direction.eq_ignore_ascii_case("outbound") {
+        pivot_webhook::params::Direction::Outbound
+    } else {
+        pivot_webhook::params::Direction::Inbound
+    };
+    pivot_webhook::CallInfo {
+        call_id: info.call_id.clone(),
+        account_id: info
+            .variables
+            .get("account_id")
+            .cloned()
+            .unwrap_or_default(),
+        from: info.from_user.clone(),
+        from_realm: info.from_host.clone(),
+        to: info.to_user.clone(),
+        to_realm: info.to_host.clone(),
+        request: Some(info.to_user.clone()),
+        request_realm: Some(info.to_host.clone()),
+        caller_id_name: info.caller_id_name.clone(),
+        caller_id_number: info.caller_id_number.clone(),
+        direction,
+        language: info.variables.get("language").cloned(),
+        custom_sip_headers: Default::default(),
+        custom_application_vars: Default::default(),
+    }
+}
