@@ -9,6 +9,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod check;
+#[allow(dead_code)]
+mod config;
 mod sim;
 mod sim_api;
 
