@@ -2,11 +2,15 @@
 CARGO ?= cargo
 EXAMPLES := examples/kazoo-ivr.json examples/twiml-ivr.xml examples/seed-pivot-callflow.json examples/seed-say-record.json
 
-.PHONY: run test lint fmt bench fuzz build clean
+.PHONY: run examples test lint fmt bench fuzz build clean
 
-## run: today, validate the bundled pivot documents with `pivotd check` (the embedded
-## default — simulator, engine and API — arrives with the engine issue).
+## run: the embedded default — simulator switch, in-memory cluster, API on 127.0.0.1:8080 and a
+## demo pivot IVR on number 3004. In another terminal: `./target/debug/pivotd call 3004 --digits 2`.
 run: build
+	./target/debug/pivotd
+
+## examples: validate the bundled pivot documents with `pivotd check`.
+examples: build
 	@for f in $(EXAMPLES); do \
 	  echo "== pivotd check $$f"; \
 	  ./target/debug/pivotd check $$f || exit $$?; \

@@ -14,6 +14,7 @@ use pivot_switch::{SwitchClient, SwitchEvent};
 use pivot_webhook::WebhookClient;
 use serde::Serialize;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::actor::{CallActor, CallMsg, Ending, callflow_program};
 use crate::config::EngineConfig;
@@ -378,6 +379,13 @@ async fn offer(shared: &Arc<Shared>, info: pivot_switch::CallInfo) {
     }
     shared.metrics.calls_active.inc();
     let state = CallState::new(call, info.switch.clone(), pivot_cluster::now_unix_ms());
+    // Every log line of the call carries these (JSON logs: the span's fields).
+    let span = tracing::info_span!(
+        "call",
+        call_id = %info.call_id,
+        account_id = tracing::field::Empty,
+        node = %shared.config.node_id
+    );
     let task = supervise(
         Arc::clone(shared),
         state,
@@ -385,7 +393,8 @@ async fn offer(shared: &Arc<Shared>, info: pivot_switch::CallInfo) {
         mailbox,
         status,
         parked_at,
-    );
+    )
+    .instrument(span);
     let index = shared.next_arbiter.fetch_add(1, Ordering::Relaxed) % shared.arbiters.len().max(1);
     let spawned = shared
         .arbiters
@@ -461,6 +470,7 @@ async fn supervise(
             };
         }
     }
+    tracing::Span::current().record("account_id", state.call.account_id.as_str());
     if let Ok(mut registry) = shared.registry.lock()
         && let Some(entry) = registry.get_mut(&call_id)
     {

@@ -46,6 +46,7 @@ pub enum ConfigError {
 impl ConfigError {
     /// The dotted key path the error is about (`switch.sim.time_scale`, `accounts[1].id`), if
     /// any.
+    #[cfg(test)]
     pub fn key(&self) -> Option<&str> {
         match self {
             Self::Read { .. } => None,
@@ -188,6 +189,12 @@ pub struct EngineSection {
     pub arbiters: usize,
     /// Where the switch writes recordings.
     pub recordings_dir: String,
+    /// Dial string of a phone number in `<Dial><Number>` and `resources`; `{number}` is replaced.
+    pub number_dial_template: String,
+    /// Expected length of prompts whose length cannot be known (files, URLs), in seconds.
+    pub max_prompt_s: u64,
+    /// Restarts of a call's actor from its checkpoint after a panic before the call hangs up.
+    pub max_restarts: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -244,6 +251,8 @@ pub struct AccountConfig {
     pub name: Option<String>,
     pub signing_secret: Option<String>,
     pub custom_request_headers: BTreeMap<String, String>,
+    /// Requested (POST, with `ErrorCode` and `ErrorUrl`) when a follow-up request fails.
+    pub fallback_url: Option<String>,
 }
 
 impl Default for NodeConfig {
@@ -332,6 +341,9 @@ impl Default for EngineSection {
             command_margin_ms: 5000,
             arbiters: 0,
             recordings_dir: "/tmp/pivot-recordings".to_owned(),
+            number_dial_template: "sofia/gateway/default/{number}".to_owned(),
+            max_prompt_s: 600,
+            max_restarts: 3,
         }
     }
 }
@@ -409,6 +421,24 @@ impl Config {
         load_source(file.as_ref().map(|(p, t)| (*p, t.as_str())), env)
     }
 
+    /// The embedded default with `PIVOT_*` overrides from `env` (so `PIVOT_API__LISTEN` moves
+    /// the demo node), validated.
+    pub fn load_embedded(
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = toml::Table::try_from(Config::embedded_default()).map_err(|e| {
+            ConfigError::Invalid {
+                key: String::new(),
+                message: e.to_string(),
+            }
+        })?;
+        apply_env(&mut table, env)?;
+        let config =
+            deserialize(table).map_err(|(key, message)| ConfigError::Invalid { key, message })?;
+        config.validate()?;
+        Ok(config)
+    }
+
     /// What `pivotd` with no arguments runs: the defaults, a demo account, and loopback
     /// webhooks allowed because the demo pivot app is served by `pivotd` itself.
     pub fn embedded_default() -> Config {
@@ -432,6 +462,7 @@ impl Config {
             .collect()
     }
 
+    #[cfg(test)]
     pub fn account(&self, id: &str) -> Option<&AccountConfig> {
         self.accounts.iter().find(|a| a.id == id)
     }
@@ -619,6 +650,14 @@ impl Config {
                 if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
                     return Err(invalid(key, "header value contains a control character"));
                 }
+            }
+            if let Some(url) = &account.fallback_url
+                && !url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+            {
+                return Err(invalid(
+                    format!("accounts[{i}].fallback_url"),
+                    format!("{url:?} is not an http(s) URL"),
+                ));
             }
         }
         Ok(())
@@ -1404,6 +1443,18 @@ mod tests {
     }
 
     #[test]
+    fn the_embedded_default_takes_environment_overrides() {
+        let c = Config::load_embedded(vec![(
+            "PIVOT_API__LISTEN".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        )])
+        .unwrap();
+        assert_eq!(c.api.listen, "127.0.0.1:0");
+        assert_eq!(c.accounts[0].id, DEMO_ACCOUNT_ID);
+        assert!(Config::load_embedded(vec![("PIVOT_API__LISTN".into(), "x".into())]).is_err());
+    }
+
+    #[test]
     fn example_config_documents_every_key() {
         // Optional keys and list elements are absent from the default, so fill them in.
         let mut full = Config::default();
@@ -1416,6 +1467,7 @@ mod tests {
         full.accounts.push(AccountConfig {
             name: Some("n".into()),
             signing_secret: Some("s".into()),
+            fallback_url: Some("https://f.example/x".into()),
             ..AccountConfig::default()
         });
         let mut required = std::collections::BTreeSet::new();

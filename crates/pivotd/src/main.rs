@@ -1,16 +1,21 @@
 //! `pivotd`: the pivot call controller.
 //!
-//! Today it validates pivot documents (`pivotd check`) and runs the FreeSWITCH look-alike
-//! simulator (`pivotd sim`); the engine, the node's HTTP API and the embedded default arrive
-//! with their issues (see ARCHITECTURE.md).
+//! With no arguments it runs the embedded default (a simulated switch, an in-memory cluster,
+//! the API on 127.0.0.1:8080 and a demo IVR on number 3004); `serve` runs a node from a config
+//! file; `call` places a simulated call and prints what the caller hears; `sim` runs the
+//! FreeSWITCH look-alike alone; `check` validates a pivot document.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod api;
+mod call;
 mod check;
-#[allow(dead_code)]
 mod config;
+mod demo;
+mod logging;
+mod serve;
 mod sim;
 mod sim_api;
 
@@ -18,15 +23,22 @@ mod sim_api;
 #[command(
     name = "pivotd",
     version,
-    about = "pivot: a clustered call controller for KAZOO pivot apps"
+    about = "pivot: a clustered call controller for KAZOO pivot apps",
+    long_about = "pivot: a clustered call controller for KAZOO pivot apps.\n\nWith no command, \
+                  runs the embedded default: a simulated switch, an in-memory cluster, the API \
+                  on 127.0.0.1:8080 and a demo IVR on number 3004 (try `pivotd call 3004`)."
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a node from a config file (every key: deploy/config.example.toml).
+    Serve(serve::ServeArgs),
+    /// Place a simulated call through a running node and print what the caller hears.
+    Call(call::Args),
     /// Validate a KAZOO callflow JSON or TwiML document.
     ///
     /// Prints the parsed flow as JSON on stdout (warnings on stderr) and exits 0 when the
@@ -41,7 +53,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check(args) => check::run(&args),
-        Command::Sim(args) => sim::run(args),
+        None => serve::run_embedded(),
+        Some(Command::Serve(args)) => serve::run_serve(args),
+        Some(Command::Call(args)) => call::run(args),
+        Some(Command::Check(args)) => check::run(&args),
+        Some(Command::Sim(args)) => sim::run(args),
     }
 }

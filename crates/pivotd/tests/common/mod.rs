@@ -1,0 +1,235 @@
+//! Starting the real `pivotd` binary and talking HTTP to it, for the black-box tests.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A running `pivotd`; killed when dropped.
+pub struct Node {
+    pub child: Child,
+    /// `127.0.0.1:PORT` of its API.
+    pub addr: String,
+    _config: Option<tempfile_path::TempFile>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A config file removed when dropped (no tempfile crate needed for one file).
+pub mod tempfile_path {
+    pub struct TempFile(pub std::path::PathBuf);
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+impl Node {
+    /// `pivotd` with no arguments: the embedded default, on a free port, instant media.
+    pub fn embedded(extra_env: &[(&str, &str)]) -> Node {
+        let mut env = vec![
+            ("PIVOT_API__LISTEN", "127.0.0.1:0"),
+            ("PIVOT_SWITCH__SIM__TIME_SCALE", "0"),
+        ];
+        env.extend_from_slice(extra_env);
+        Node::spawn(&[], &env, None)
+    }
+
+    /// `pivotd serve --config <toml>`.
+    pub fn serve(toml: &str, extra_env: &[(&str, &str)]) -> Node {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "pivotd-test-{}-{}.toml",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::write(&path, toml).unwrap();
+        let file = tempfile_path::TempFile(path.clone());
+        let path = path.to_string_lossy().into_owned();
+        Node::spawn(&["serve", "--config", &path], extra_env, Some(file))
+    }
+
+    fn spawn(args: &[&str], env: &[(&str, &str)], config: Option<tempfile_path::TempFile>) -> Node {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pivotd"));
+        command
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .env("PIVOT_LOG__FORMAT", "human")
+            .env("PIVOT_LOG__FILTER", "warn");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // "pivotd 0.1.0 node NAME listening on http://127.0.0.1:PORT …"
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("http://"))
+            .unwrap_or_else(|| panic!("unexpected banner {line:?}"))
+            .to_owned();
+        let node = Node {
+            child,
+            addr,
+            _config: config,
+        };
+        node.wait_ready();
+        node
+    }
+
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.get("/readyz", None).0 != 200 {
+            assert!(Instant::now() < deadline, "pivotd never became ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn get(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        http(&self.addr, "GET", path, None, token)
+    }
+
+    pub fn send(&self, method: &str, path: &str, body: &str, token: Option<&str>) -> (u16, String) {
+        http(&self.addr, method, path, Some(body), token)
+    }
+
+    pub fn json(&self, path: &str, token: Option<&str>) -> Value {
+        let (status, body) = self.get(path, token);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Places a simulated call; returns its id.
+    pub fn call(&self, to: &str, script: Value) -> String {
+        let body = serde_json::json!({
+            "to": to, "from": "user_sov2kt", "caller_id_name": "JoeFromIT",
+            "caller_id_number": "+15551230000", "script": script
+        });
+        let (status, body) = self.send("POST", "/sim/calls", &body.to_string(), None);
+        assert_eq!(status, 201, "{body}");
+        let value: Value = serde_json::from_str(&body).unwrap();
+        value["call_id"].as_str().unwrap().to_owned()
+    }
+
+    /// The call's transcript once it has hung up.
+    pub fn finished(&self, call_id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let view = self.json(&format!("/sim/calls/{call_id}"), None);
+            if view["state"] == "hungup" {
+                return view;
+            }
+            assert!(Instant::now() < deadline, "call never ended: {view:#}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A metric's value in a `/metrics` scrape (0 when absent).
+    pub fn metric(&self, series: &str) -> f64 {
+        let (_, body) = self.get("/metrics", None);
+        body.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns how long it took.
+    pub fn terminate(&mut self) -> (Duration, std::process::ExitStatus) {
+        let started = Instant::now();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (started.elapsed(), status);
+            }
+            assert!(Instant::now() < deadline, "pivotd did not exit on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// What the caller heard spoken, in order.
+pub fn spoken(view: &Value) -> Vec<String> {
+    events(view, "spoke")
+        .iter()
+        .filter_map(|e| e["text"].as_str().map(str::to_owned))
+        .collect()
+}
+
+pub fn events(view: &Value, kind: &str) -> Vec<Value> {
+    view["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == kind)
+        .cloned()
+        .collect()
+}
+
+/// A minimal HTTP/1.1 exchange: (status, body).
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let body = body.unwrap_or("");
+    let auth = token
+        .map(|t| format!("X-Auth-Token: {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response[9..12].parse().unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
