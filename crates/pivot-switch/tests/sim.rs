@@ -1027,3 +1027,255 @@ fn new_call_json_shape_matches_design() {
     assert!(call.account_id.is_none());
     let _ = Bytes::new();
 }
+
+/// Answers and records `secs` seconds to `path` on the call; the `record_ms` it reports.
+async fn record_on(c: &mut Client, id: &str, path: &str, secs: u32) -> u64 {
+    c.execute(id, "answer", "", &format!("{id}:r:1"), true)
+        .await;
+    c.execute(
+        id,
+        "record",
+        &format!("{path} {secs}"),
+        &format!("{id}:r:2"),
+        true,
+    )
+    .await;
+    let evs = c
+        .events_until(|e| {
+            is(e, "CHANNEL_EXECUTE_COMPLETE") && e.get("Application") == Some("record")
+        })
+        .await;
+    evs.last()
+        .unwrap()
+        .get("variable_record_ms")
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A one-shot HTTP server on a free port: reads one request (head and `Content-Length` body),
+/// answers `response`, and hands back what it read.
+async fn http_server(response: &'static str) -> (u16, tokio::task::JoinHandle<(String, Vec<u8>)>) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+            assert!(buf.len() < 64 * 1024, "request head too long");
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed before the end of the head");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
+        let len: usize = header(&head, "Content-Length").unwrap().parse().unwrap();
+        assert!(len <= 2 << 20, "body too large: {len}");
+        let mut body = buf[head_end..].to_vec();
+        while body.len() < len {
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed before the end of the body");
+            body.extend_from_slice(&chunk[..n]);
+        }
+        s.write_all(response.as_bytes()).await.unwrap();
+        (head, body)
+    });
+    (port, task)
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+#[tokio::test]
+async fn http_put_uploads_a_wav_of_the_recording() {
+    let sim = sim(0.0).await;
+    let (mut c, id) = parked(&sim, new_call(vec![], DialAnswer::Answer)).await;
+    let path = "/tmp/pivot-sim/rec-1.wav";
+    let record_ms = record_on(&mut c, &id, path, 3).await;
+    assert_eq!(record_ms, 3_000);
+
+    let (port, server) = http_server("HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n").await;
+    let url = format!("http://127.0.0.1:{port}/rec.wav");
+    c.send(&format!("bgapi http_put {url} {path}\nJob-UUID: up-1\n\n"))
+        .await;
+    assert_eq!(c.reply().await.reply_text(), Some("+OK Job-UUID: up-1"));
+    let evs = c
+        .events_until(|e| is(e, "BACKGROUND_JOB") && e.get("Job-UUID") == Some("up-1"))
+        .await;
+    let job = evs.last().unwrap();
+    assert_eq!(job.get("Job-Command"), Some("http_put"));
+    assert_eq!(job.body(), Some("+OK 201\n"));
+
+    let (head, body) = server.await.unwrap();
+    assert!(head.starts_with("PUT /rec.wav HTTP/1.1\r\n"), "{head}");
+    assert_eq!(
+        header(&head, "Host"),
+        Some(format!("127.0.0.1:{port}").as_str())
+    );
+    assert_eq!(
+        header(&head, "Content-Type"),
+        Some("application/octet-stream")
+    );
+    let len: usize = header(&head, "Content-Length").unwrap().parse().unwrap();
+    assert_eq!(body.len(), len);
+    assert_eq!(&body[0..4], b"RIFF");
+    assert_eq!(&body[8..16], b"WAVEfmt ");
+    assert_eq!(le_u32(&body, 4) as usize, len - 8);
+    assert_eq!(le_u32(&body, 24), 8_000, "8 kHz");
+    assert_eq!(&body[36..40], b"data");
+    // 16-bit mono at 8 kHz: 16 bytes per ms.
+    assert_eq!(le_u32(&body, 40) as u64, record_ms * 16);
+    assert_eq!(len as u64, 44 + record_ms * 16);
+    assert!(body[44..].iter().all(|b| *b == 0), "silence");
+
+    let view = sim.call(&id).unwrap();
+    let up = view.events.iter().find(|e| e.kind == "uploaded").unwrap();
+    assert_eq!(up.target.as_deref(), Some(url.as_str()));
+    assert_eq!(up.result.as_deref(), Some("201"));
+    assert_eq!(up.file.as_deref(), Some(path));
+    let logged = sim
+        .command_log()
+        .into_iter()
+        .find(|l| l.app == "http_put")
+        .unwrap();
+    assert_eq!(logged.kind, "bgapi");
+    assert_eq!(logged.arg, format!("{url} {path}"));
+
+    // The blocking `api` form answers the same way.
+    let (port, server) = http_server("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
+    assert_eq!(
+        c.api(&format!(
+            "http_put http://localhost:{port}/x/y.wav?k=v {path}"
+        ))
+        .await,
+        "+OK 200\n"
+    );
+    let (head, _) = server.await.unwrap();
+    assert!(head.starts_with("PUT /x/y.wav?k=v HTTP/1.1\r\n"), "{head}");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn http_put_failures_are_refused_through_the_client() {
+    let sim = sim(0.0).await;
+    let (mut c, id) = parked(&sim, new_call(vec![], DialAnswer::Answer)).await;
+    let path = "/tmp/pivot-sim/rec-2.wav";
+    record_on(&mut c, &id, path, 1).await;
+
+    let (tx, mut events) = tokio::sync::mpsc::channel(1024);
+    let mut config = pivot_switch::SwitchConfig::new("fs1", sim.esl_addr().to_string(), "ClueCon");
+    config.reply_timeout = Duration::from_secs(15);
+    let client = pivot_switch::SwitchClient::start(config, tx);
+    loop {
+        let ev = tokio::time::timeout(WAIT, events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if matches!(ev, pivot_switch::SwitchEvent::SwitchUp { .. }) {
+            break;
+        }
+    }
+    let refused = |r: Result<String, pivot_switch::SwitchError>| match r {
+        Err(pivot_switch::SwitchError::Refused(text)) => text,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+
+    let (port, server) =
+        http_server("HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n").await;
+    let text = refused(
+        client
+            .bgapi(&format!("http_put http://127.0.0.1:{port}/rec.wav {path}"))
+            .await,
+    );
+    assert_eq!(text, "-ERR 500 Internal Server Error");
+    server.await.unwrap();
+    let view = sim.call(&id).unwrap();
+    let up = view.events.iter().find(|e| e.kind == "uploaded").unwrap();
+    assert_eq!(up.result.as_deref(), Some("500"));
+
+    let text = refused(
+        client
+            .bgapi("http_put http://127.0.0.1:9/rec.wav /tmp/pivot-sim/never-recorded.wav")
+            .await,
+    );
+    assert_eq!(
+        text,
+        "-ERR 0 /tmp/pivot-sim/never-recorded.wav does not exist"
+    );
+
+    let text = refused(
+        client
+            .bgapi(&format!("http_put https://127.0.0.1/rec.wav {path}"))
+            .await,
+    );
+    assert!(
+        text.starts_with("-ERR 0 ") && text.contains("plain http"),
+        "{text}"
+    );
+
+    let closed = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let text = refused(
+        client
+            .bgapi(&format!(
+                "http_put http://127.0.0.1:{closed}/rec.wav {path}"
+            ))
+            .await,
+    );
+    assert!(text.starts_with("-ERR 0 connect to 127.0.0.1:"), "{text}");
+
+    let text = refused(client.api("http_put only-one-argument").await);
+    assert!(text.starts_with("-ERR USAGE:"), "{text}");
+    client.shutdown();
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_blocking_http_put_stalls_only_its_own_connection() {
+    use tokio::io::AsyncReadExt;
+    let sim = sim(0.0).await;
+    let (mut c, id) = parked(&sim, new_call(vec![], DialAnswer::Answer)).await;
+    let path = "/tmp/pivot-sim/rec-3.wav";
+    record_on(&mut c, &id, path, 1).await;
+
+    // A server that takes the request and then hangs up without a word.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut chunk = [0u8; 4096];
+        let _ = s.read(&mut chunk).await.unwrap();
+        released.await.unwrap();
+    });
+    c.send(&format!(
+        "api http_put http://127.0.0.1:{port}/rec.wav {path}\n\n"
+    ))
+    .await;
+
+    let mut other = Client::authed(&sim).await;
+    assert_eq!(other.api("uuid_exists nope").await, "false");
+    assert_eq!(sim.call(&id).unwrap().state, "answered");
+
+    release.send(()).unwrap();
+    server.await.unwrap();
+    let reply = c.reply().await;
+    let text = String::from_utf8(reply.body.to_vec()).unwrap();
+    assert!(text.starts_with("-ERR 0 "), "{text}");
+    assert!(text.ends_with('\n') && text.lines().count() == 1, "{text}");
+    sim.shutdown().await;
+}

@@ -167,6 +167,7 @@ async fn run(
         "show" => show(inner, args),
         "hash" => hash(inner, args),
         "originate" => originate(inner, args, hold).await,
+        "http_put" => super::http_cache::http_put(inner, args).await,
         _ => format!("-ERR {name} Command not found!\n"),
     }
 }
@@ -201,7 +202,7 @@ fn status(inner: &Inner) -> String {
         s % 60,
         up.subsec_millis(),
         inner.sessions_since_startup.load(Ordering::Relaxed),
-        super::MAX_CALLS,
+        inner.config.max_calls,
     )
 }
 

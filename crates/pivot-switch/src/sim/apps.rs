@@ -212,9 +212,6 @@ pub(crate) async fn play_file(
         return PlayEnd::NotFound;
     }
     a.ensure_media();
-    // Each playback starts with no terminator recorded (the captures show it empty after a
-    // playback that ran to its end), so a key from an earlier prompt is never read again.
-    a.set_var("playback_terminator_used", String::new());
     let duration = media::duration_ms(file);
     let path = media::resolve_path(file);
     let mut post: Vec<(&str, String)> = Vec::new();
@@ -308,7 +305,6 @@ async fn speak(a: &mut Actor, ex: &Exec) {
     let fields: Vec<&str> = parts.by_ref().collect();
     let text = fields.last().copied().unwrap_or("").to_owned();
     a.ensure_media();
-    a.set_var("playback_terminator_used", String::new());
     let mut ev = a.note("spoke", ex.event_uuid.as_deref());
     ev.text = Some(text.clone());
     let idx = a.transcript(ev);
@@ -373,6 +369,7 @@ async fn record(a: &mut Actor, ex: &Exec) {
             st.set_var("playback_terminator_used", d.to_string());
         }
     }
+    super::http_cache::remember(&a.inner, &path, recorded, &a.ch.id);
     a.emit_channel("RECORD_STOP", &[], &[("Record-File-Path", path)]);
     a.transcript_update(idx, |e| {
         e.duration_ms = Some(recorded);

@@ -356,6 +356,30 @@ impl Channel {
         }
     }
 
+    /// A transcript entry made outside the channel's task (an upload of its recording ended,
+    /// perhaps after the call did), stamped with the channel's own simulated clock so it
+    /// sorts with the entries the task made.
+    pub(crate) fn note_external(
+        &self,
+        scale: f64,
+        kind: &'static str,
+        fill: impl FnOnce(&mut TranscriptEvent),
+    ) {
+        let mut st = self.state();
+        if st.transcript.len() >= MAX_TRANSCRIPT {
+            return;
+        }
+        let t_ms = if scale > 0.0 {
+            let real_ms = super::now_micros().saturating_sub(st.created_us) as f64 / 1000.0;
+            (real_ms / scale) as u64
+        } else {
+            st.vt_ms
+        };
+        let mut ev = TranscriptEvent::new(t_ms, kind, None);
+        fill(&mut ev);
+        st.transcript.push(ev);
+    }
+
     pub(crate) fn view(&self) -> super::CallView {
         let st = self.state();
         let state = if st.hung_up {
