@@ -42,6 +42,7 @@ async fn run() -> Result<(), String> {
         time_scale: 0.0,
         heartbeat_interval: Duration::from_secs(20),
         hostname: "bench".into(),
+        ..SimConfig::default()
     })
     .await
     .map_err(|e| e.to_string())?;

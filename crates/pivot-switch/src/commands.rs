@@ -300,11 +300,17 @@ pub enum Outcome {
 
 impl Outcome {
     /// Reads a command's outcome from its `CHANNEL_EXECUTE_COMPLETE` event, with the last
-    /// `PLAYBACK_STOP` seen on the call since the command started (to tell done from break).
+    /// `PLAYBACK_STOP` seen on the call since the command started (to tell done from break)
+    /// and the last key pressed since it started.
+    ///
+    /// Which key stopped a prompt or a recording comes from the DTMF seen during the command,
+    /// not from `playback_terminator_used`: FreeSWITCH never clears that variable (capture 13
+    /// shows it on every later event), so it names a key from an earlier prompt just as well.
     pub fn from_completion(
         command: &Command,
         complete: &EslEvent,
         playback_stop: Option<&EslEvent>,
+        key_pressed: Option<char>,
     ) -> Outcome {
         let response = complete.get("Application-Response").unwrap_or("_none_");
         let hung_up = complete.get("Answer-State") == Some("hangup")
@@ -329,7 +335,7 @@ impl Outcome {
                     return hangup();
                 }
                 let broke = playback_stop.and_then(|e| e.get("Playback-Status")) == Some("break");
-                let key = first_char(complete.variable("playback_terminator_used"));
+                let key = terminator(command, key_pressed);
                 if broke || key.is_some() {
                     Outcome::Interrupted { key }
                 } else {
@@ -358,7 +364,7 @@ impl Outcome {
                     .variable("record_ms")
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0),
-                terminator: first_char(complete.variable("playback_terminator_used")),
+                terminator: terminator(command, key_pressed),
                 silence: complete.variable("silence_hits_exhausted") == Some("true"),
             },
             Command::Dial { .. } => {
@@ -390,6 +396,17 @@ impl Outcome {
             _ => Outcome::Done,
         }
     }
+}
+
+/// The key pressed during a prompt or recording, if it is one of the command's terminators.
+fn terminator(command: &Command, key_pressed: Option<char>) -> Option<char> {
+    let terminators = match command {
+        Command::Play { terminators, .. }
+        | Command::Speak { terminators, .. }
+        | Command::Record { terminators, .. } => terminators.as_str(),
+        _ => "",
+    };
+    key_pressed.filter(|key| terminators.contains(*key))
 }
 
 #[cfg(test)]
@@ -468,35 +485,45 @@ mod tests {
         let mut stop = EslEvent::new("PLAYBACK_STOP");
         stop.set("Playback-Status", "done");
         assert_eq!(
-            Outcome::from_completion(&play, &done, Some(&stop)),
+            Outcome::from_completion(&play, &done, Some(&stop), None),
             Outcome::Done
         );
         stop.set("Playback-Status", "break");
         assert_eq!(
-            Outcome::from_completion(&play, &done, Some(&stop)),
+            Outcome::from_completion(&play, &done, Some(&stop), None),
             Outcome::Interrupted { key: None }
         );
         let keyed = completion(&[
             ("Application-Response", "FILE PLAYED"),
-            ("variable_playback_terminator_used", "5"),
+            ("variable_playback_terminator_used", "#"),
         ]);
         assert_eq!(
-            Outcome::from_completion(&play, &keyed, None),
-            Outcome::Interrupted { key: Some('5') }
+            Outcome::from_completion(&play, &keyed, None, Some('#')),
+            Outcome::Interrupted { key: Some('#') }
+        );
+        // The variable is sticky on FreeSWITCH: without a key pressed during this prompt it
+        // says nothing, and a key that is not a terminator does not stop the prompt.
+        assert_eq!(
+            Outcome::from_completion(&play, &keyed, None, None),
+            Outcome::Done
+        );
+        assert_eq!(
+            Outcome::from_completion(&play, &keyed, None, Some('5')),
+            Outcome::Done
         );
         let gone = completion(&[
             ("Application-Response", "PLAYBACK ERROR"),
             ("Hangup-Cause", "NORMAL_CLEARING"),
         ]);
         assert_eq!(
-            Outcome::from_completion(&play, &gone, None),
+            Outcome::from_completion(&play, &gone, None, None),
             Outcome::HungUp {
                 cause: "NORMAL_CLEARING".into()
             }
         );
         let missing = completion(&[("Application-Response", "FILE NOT FOUND")]);
         assert_eq!(
-            Outcome::from_completion(&play, &missing, None),
+            Outcome::from_completion(&play, &missing, None, None),
             Outcome::Failed {
                 reason: "FILE NOT FOUND".into()
             }
@@ -523,7 +550,7 @@ mod tests {
             ("variable_pivot_digits_1", "999"),
         ]);
         assert_eq!(
-            Outcome::from_completion(&collect, &ok, None),
+            Outcome::from_completion(&collect, &ok, None, None),
             Outcome::Digits {
                 digits: "123".into(),
                 terminator: Some('#'),
@@ -532,7 +559,7 @@ mod tests {
         );
         let none = completion(&[("variable_read_result", "failure")]);
         assert_eq!(
-            Outcome::from_completion(&collect, &none, None),
+            Outcome::from_completion(&collect, &none, None, None),
             Outcome::Digits {
                 digits: String::new(),
                 terminator: None,
@@ -554,7 +581,7 @@ mod tests {
         };
         let busy = completion(&[("variable_originate_disposition", "USER_BUSY")]);
         assert_eq!(
-            Outcome::from_completion(&dial, &busy, None),
+            Outcome::from_completion(&dial, &busy, None, None),
             Outcome::DialFailed {
                 cause: "USER_BUSY".into()
             }
@@ -564,7 +591,7 @@ mod tests {
             ("variable_bridge_hangup_cause", "NORMAL_CLEARING"),
         ]);
         assert_eq!(
-            Outcome::from_completion(&dial, &answered, None),
+            Outcome::from_completion(&dial, &answered, None, None),
             Outcome::Bridged {
                 hangup_cause: Some("NORMAL_CLEARING".into())
             }

@@ -32,6 +32,8 @@ pub(crate) struct CallTrack {
     pending: Vec<(CommandId, Command)>,
     /// The last PLAYBACK_STOP, to tell a finished prompt from an interrupted one.
     last_playback_stop: Option<EslEvent>,
+    /// The last key pressed since the last app started: which key stopped a prompt.
+    last_key: Option<char>,
     hung_up: bool,
 }
 
@@ -160,9 +162,10 @@ impl Tracker {
                 Vec::new()
             }
             "CHANNEL_EXECUTE" => {
-                // A new prompt starts: an older PLAYBACK_STOP says nothing about it.
+                // A new prompt starts: an older PLAYBACK_STOP or key says nothing about it.
                 if let Some(call) = self.calls.get_mut(&call_id) {
                     call.last_playback_stop = None;
+                    call.last_key = None;
                 }
                 Vec::new()
             }
@@ -181,8 +184,12 @@ impl Tracker {
                     return Vec::new();
                 };
                 let (command_id, command) = call.pending.remove(index);
-                let outcome =
-                    Outcome::from_completion(&command, event, call.last_playback_stop.as_ref());
+                let outcome = Outcome::from_completion(
+                    &command,
+                    event,
+                    call.last_playback_stop.as_ref(),
+                    call.last_key,
+                );
                 vec![SwitchEvent::Completed {
                     call_id,
                     command_id,
@@ -196,6 +203,9 @@ impl Tracker {
                     // FreeSWITCH reports the duration in samples at 8 kHz.
                     .and_then(|d| d.parse::<u32>().ok())
                     .map_or(0, |samples| samples / 8);
+                if let (Some(call), Some(digit)) = (self.calls.get_mut(&call_id), digit) {
+                    call.last_key = Some(digit);
+                }
                 digit
                     .map(|digit| SwitchEvent::Dtmf {
                         call_id,

@@ -23,6 +23,7 @@ async fn simulator(time_scale: f64) -> Simulator {
         time_scale,
         heartbeat_interval: Duration::from_secs(20),
         hostname: "sim".into(),
+        ..SimConfig::default()
     })
     .await
     .unwrap()

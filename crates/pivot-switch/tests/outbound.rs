@@ -32,6 +32,7 @@ impl Harness {
             time_scale,
             heartbeat_interval: Duration::from_secs(20),
             hostname: "sim".into(),
+            ..SimConfig::default()
         })
         .await
         .unwrap();

@@ -92,6 +92,7 @@ async fn node(config: Config, demo: bool) -> anyhow::Result<()> {
                 time_scale: sim_config.time_scale,
                 heartbeat_interval: Duration::from_secs(20),
                 hostname: config.node.id.clone(),
+                max_calls: config.engine.max_calls,
             })
             .await
             .with_context(|| format!("cannot start the simulator on {esl_listen}"))?;

@@ -46,6 +46,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         time_scale: args.time_scale,
         heartbeat_interval: Duration::from_secs(20),
         hostname: "pivot-sim".into(),
+        ..SimConfig::default()
     })
     .await
     .with_context(|| format!("cannot listen for ESL on {}", args.esl))?;

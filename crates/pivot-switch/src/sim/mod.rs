@@ -12,6 +12,7 @@
 //! - `call`: one task per channel (FreeSWITCH's session thread): its private message queue,
 //!   event-lock and nesting, the virtual clock, the caller script, hang-up sequence;
 //! - `apps`: the dialplan applications; `api`: `api`/`bgapi` commands;
+//! - `http_cache`: `http_put` (mod_http_cache) of the files `record` made, as generated WAVs;
 //! - `media`: durations of files/tones/TTS, hang-up cause tables, a small regex matcher;
 //! - `outbound`: the `socket` app — a call handed to a controller that listens (outbound mode).
 //!
@@ -23,6 +24,7 @@
 mod api;
 mod apps;
 mod call;
+mod http_cache;
 mod media;
 mod outbound;
 mod server;
@@ -48,6 +50,8 @@ pub const MAX_CONNECTIONS: usize = 512;
 pub const MAX_COMMAND_LOG: usize = 100_000;
 /// Keys of the `hash` API store (mod_hash), all realms together.
 pub const MAX_HASH_KEYS: usize = 100_000;
+/// Recorded files remembered for `http_put`, oldest forgotten first.
+pub const MAX_RECORDINGS: usize = 10_000;
 
 /// How to start a [`Simulator`].
 #[derive(Debug, Clone)]
@@ -62,6 +66,8 @@ pub struct SimConfig {
     pub heartbeat_interval: Duration,
     /// `FreeSWITCH-Hostname` / `FreeSWITCH-Switchname`.
     pub hostname: String,
+    /// Live calls at once (`max-sessions`); beyond, new calls are refused.
+    pub max_calls: usize,
 }
 
 impl Default for SimConfig {
@@ -72,6 +78,7 @@ impl Default for SimConfig {
             time_scale: 1.0,
             heartbeat_interval: Duration::from_secs(20),
             hostname: "pivot-sim".to_owned(),
+            max_calls: MAX_CALLS,
         }
     }
 }
@@ -135,7 +142,8 @@ pub struct TranscriptEvent {
     pub t_ms: u64,
     /// `parked`, `answered`, `played`, `spoke`, `recorded`, `collected`, `dialed`, `bridged`,
     /// `unbridged`, `dtmf_sent` (the controller sent DTMF), `dtmf` (the caller pressed),
-    /// `conference`, `transferred`, `hangup`.
+    /// `conference`, `transferred`, `hangup`, `uploaded` (an `http_put` of the call's recording
+    /// ended: `target` is the URL, `result` the HTTP status or why no response came).
     pub kind: &'static str,
     /// The `Event-UUID` the app causing this was sent with.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -215,6 +223,7 @@ pub(crate) struct Inner {
     calls: Mutex<CallTable>,
     hub: Mutex<Hub>,
     hash: Mutex<HashMap<String, String>>,
+    recordings: Mutex<http_cache::Recordings>,
     log: Mutex<VecDeque<LoggedCommand>>,
     sessions_since_startup: AtomicU64,
     /// `bgapi` jobs running, bounded by `api::MAX_JOBS`.
@@ -266,14 +275,14 @@ impl Inner {
         log.push_back(entry);
     }
 
-    /// Registers a new channel and starts its task; `None` when at [`MAX_CALLS`].
+    /// Registers a new channel and starts its task; `None` when at `max_calls`.
     pub(crate) fn spawn_channel(
         self: &Arc<Self>,
         channel: Arc<Channel>,
         start: call::Start,
     ) -> Option<()> {
         let mut calls = lock(&self.calls);
-        if calls.tasks.len() >= MAX_CALLS {
+        if calls.tasks.len() >= self.config.max_calls {
             return None;
         }
         let id = channel.id.clone();
@@ -332,6 +341,7 @@ impl Simulator {
             calls: Mutex::new(CallTable::default()),
             hub: Mutex::new(Hub::default()),
             hash: Mutex::new(HashMap::new()),
+            recordings: Mutex::new(http_cache::Recordings::default()),
             log: Mutex::new(VecDeque::new()),
             sessions_since_startup: AtomicU64::new(0),
             jobs: std::sync::atomic::AtomicUsize::new(0),

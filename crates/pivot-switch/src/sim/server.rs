@@ -897,7 +897,7 @@ pub(crate) async fn heartbeat_loop(inner: Arc<Inner>) {
         ev.set("Uptime-msec", up.as_millis().to_string());
         let sessions = inner.live_count();
         ev.set("Session-Count", sessions.to_string());
-        ev.set("Max-Sessions", super::MAX_CALLS.to_string());
+        ev.set("Max-Sessions", inner.config.max_calls.to_string());
         ev.set("Session-Per-Sec", "30");
         ev.set("Session-Per-Sec-Last", "0");
         ev.set("Session-Per-Sec-Max", "0");
