@@ -56,6 +56,11 @@ impl Tracker {
                 "{MAX_PENDING_PER_CALL} commands pending on {call_id}"
             )));
         }
+        // What the previous prompt left (its PLAYBACK_STOP, its key) says nothing about this
+        // command; the inbound client does not subscribe to CHANNEL_EXECUTE, so this is where
+        // a new command's slate is cleaned.
+        call.last_playback_stop = None;
+        call.last_key = None;
         call.pending.push((id, command));
         Ok(())
     }
