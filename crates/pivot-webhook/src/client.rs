@@ -220,7 +220,7 @@ impl WebhookClient {
             records.push(DebugRecord::Request {
                 method: request.method.as_str().to_ascii_lowercase(),
                 uri: url.to_string(),
-                req_headers: lowercase_headers(built.headers()),
+                req_headers: request_headers(built.headers()),
                 req_body: if hops == 0 {
                     String::from_utf8_lossy(&prepared.body).into_owned()
                 } else {
@@ -415,7 +415,7 @@ impl WebhookClient {
             records.push(DebugRecord::Request {
                 method: "post".to_owned(),
                 uri: request.url.to_string(),
-                req_headers: lowercase_headers(built.headers()),
+                req_headers: request_headers(built.headers()),
                 req_body: String::from_utf8_lossy(&prepared.body).into_owned(),
             });
             let response = self.http.execute(built).await.map_err(|e| classify(&e))?;
@@ -702,6 +702,16 @@ fn lowercase_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
             (name.as_str().to_owned(), value)
         })
         .collect()
+}
+
+/// A request's headers as the app receives them: reqwest adds the client's User-Agent only
+/// when sending, so the record adds it here.
+fn request_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
+    let mut recorded = lowercase_headers(headers);
+    recorded
+        .entry("user-agent".to_owned())
+        .or_insert_with(|| USER_AGENT.to_owned());
+    recorded
 }
 
 fn header_str(headers: &HeaderMap, name: HeaderName) -> Option<&str> {
