@@ -125,6 +125,8 @@ impl<'m> CallActor<'m> {
             .max_call_duration
             .saturating_sub(elapsed)
             .max(Duration::from_millis(1));
+        // A restarted actor's call was set up long ago.
+        let setup_recorded = state.seq > 0;
         CallActor {
             call_deadline: tokio::time::Instant::now() + remaining,
             shared,
@@ -134,7 +136,7 @@ impl<'m> CallActor<'m> {
             mailbox,
             status,
             parked_at,
-            setup_recorded: false,
+            setup_recorded,
             keep_dtmf: false,
         }
     }
@@ -166,12 +168,12 @@ impl<'m> CallActor<'m> {
                 Ending::CallerHangup
             }
             Stop::ApiHangup => {
-                self.hangup_now("NORMAL_CLEARING").await;
+                self.kill_now("NORMAL_CLEARING").await;
                 Ending::Completed
             }
             Stop::CallLimit => {
                 tracing::warn!(call_id = %self.state.call.call_id, "maximum call duration reached");
-                self.hangup_now("ALLOTTED_TIMEOUT").await;
+                self.kill_now("ALLOTTED_TIMEOUT").await;
                 Ending::Failed
             }
             Stop::LoopCut => {
@@ -562,6 +564,8 @@ impl<'m> CallActor<'m> {
             Some(base) => pivot_webhook::encode::resolve(base, url).map_err(|e| e.to_string()),
             None => Url::parse(url).map_err(|e| e.to_string()),
         };
+        // What a fallback reports as `ErrorUrl`: the request that failed, as far as it is a URL.
+        let failed_url = resolved.as_ref().ok().cloned().or(base);
         let result = match resolved {
             Ok(url) => self.request(url, method).await?,
             Err(error) => {
@@ -576,7 +580,7 @@ impl<'m> CallActor<'m> {
         self.state.program = match result {
             Ok(program) => program,
             Err(failure) => match self.fallback_url() {
-                Some(fallback) => match self.fallback(fallback, &failure).await? {
+                Some(fallback) => match self.fallback(fallback, failed_url, &failure).await? {
                     Ok(program) => program,
                     Err(_) => Program::Hangup {
                         cause: "NORMAL_CLEARING".to_owned(),
@@ -717,9 +721,11 @@ impl<'m> CallActor<'m> {
     async fn fallback(
         &mut self,
         fallback_url: Url,
+        failed_url: Option<Url>,
         failure: &Failure,
     ) -> Result<Result<Program, Failure>, Stop> {
-        let request = self.build_request(fallback_url.clone(), HttpMethod::Post);
+        let failed_url = failed_url.unwrap_or_else(|| fallback_url.clone());
+        let request = self.build_request(failed_url, HttpMethod::Post);
         let request = request.fallback(fallback_url, HttpMethod::Post, failure);
         let exchange = self.exchange(&request).await?;
         self.state.iteration += 1;
@@ -913,7 +919,11 @@ impl<'m> CallActor<'m> {
             Media::Path(path) => {
                 // TwiML media is relative to its document (Twilio's rule); KAZOO paths are
                 // switch files.
-                let twiml = matches!(self.state.program, Program::Twiml { .. });
+                // A reference with a scheme of its own (`silence_stream://`, `local_stream://`)
+                // is a switch source: KAZOO passes it verbatim, and as a URL reference it
+                // would resolve to a path under the document.
+                let twiml =
+                    matches!(self.state.program, Program::Twiml { .. }) && !has_own_scheme(path);
                 match (twiml, self.doc_url()) {
                     (true, Some(base)) => match pivot_webhook::encode::resolve(&base, path) {
                         Ok(url) => play(format!("http_cache://{url}")),
@@ -1257,13 +1267,28 @@ impl<'m> CallActor<'m> {
         }
     }
 
+    /// Hangs up at once, even while an app runs: `call-command: hangup` is a queued message
+    /// that waits behind an event-locked app (a 30 s `sleep`, a bridge), `uuid_kill` does not.
+    async fn kill_now(&mut self, cause: &str) {
+        self.first_command();
+        let call_id = &self.state.call.call_id;
+        if let Err(error) = self
+            .switch
+            .api(&format!("uuid_kill {call_id} {cause}"))
+            .await
+        {
+            tracing::debug!(%call_id, %error, "uuid_kill not sent");
+        }
+    }
+
     fn first_command(&mut self) {
         if !self.setup_recorded {
             self.setup_recorded = true;
-            self.shared
-                .metrics
-                .call_setup
-                .observe(self.parked_at.elapsed().as_secs_f64());
+            let setup = self.parked_at.elapsed();
+            self.shared.metrics.call_setup.observe(setup.as_secs_f64());
+            if let Some(observer) = &self.shared.config.setup_observer {
+                (observer.0)(setup);
+            }
         }
     }
 
@@ -1452,6 +1477,16 @@ pub(crate) fn callflow_program(
 ) -> Result<Program, pivot_flow::ParseError> {
     let document = pivot_flow::parse_kazoo_value(flow, "flow", limits)?;
     Ok(program_of(document))
+}
+
+/// `name://…` with a name FreeSWITCH could register (letters, digits, `_`, `+`, `-`, `.`).
+fn has_own_scheme(reference: &str) -> bool {
+    reference.split_once("://").is_some_and(|(scheme, _)| {
+        !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '-' | '.'))
+    })
 }
 
 fn dial_status(cause: &str) -> DialStatus {

@@ -1,6 +1,7 @@
 //! The engine's settings, filled by `pivotd` from its config file.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use pivot_flow::Limits;
@@ -41,6 +42,20 @@ pub struct EngineConfig {
     /// panic is contained. `None` (the default) in production.
     #[doc(hidden)]
     pub panic_marker: Option<String>,
+    /// Called with each call's setup time (park → first command): benchmarks read exact
+    /// quantiles here, where the metric only has buckets.
+    #[doc(hidden)]
+    pub setup_observer: Option<SetupObserver>,
+}
+
+/// Receives setup times; see [`EngineConfig::setup_observer`].
+#[derive(Clone)]
+pub struct SetupObserver(pub Arc<dyn Fn(Duration) + Send + Sync>);
+
+impl std::fmt::Debug for SetupObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SetupObserver")
+    }
 }
 
 /// Text-to-speech engine and voice names.
@@ -104,6 +119,7 @@ impl Default for EngineConfig {
             max_restarts: 3,
             mailbox: 256,
             panic_marker: None,
+            setup_observer: None,
         }
     }
 }

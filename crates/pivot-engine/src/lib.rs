@@ -24,6 +24,6 @@ pub mod engine;
 pub mod metrics;
 pub mod state;
 
-pub use config::{AccountSettings, EngineConfig, TtsSettings};
+pub use config::{AccountSettings, EngineConfig, SetupObserver, TtsSettings};
 pub use engine::{ChannelInfo, ControlError, Engine, Services};
 pub use metrics::Metrics;

@@ -8,11 +8,13 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Node, events, spoken};
+use common::{Node, Sim, events, spoken};
 use serde_json::{Value, json};
 use wiremock::matchers::{body_string_contains, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+/// The embedded default's demo account (the account of number 3004).
+const DEMO_ACCOUNT: &str = "4a2c1b4e5d6f47a8b9c0d1e2f3a4b5c6";
 const ACCOUNT_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const ACCOUNT_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 const ADMIN: &str = "admin-secret";
@@ -129,6 +131,204 @@ fn pivotd_call_prints_what_the_caller_hears() {
     assert!(stdout.contains("Welcome to pivot"), "{stdout}");
     assert!(stdout.contains("The time is"), "{stdout}");
     assert!(stdout.contains("hung up"), "{stdout}");
+}
+
+#[test]
+fn the_demo_call_leaves_debug_records_in_the_seeds_shape() {
+    let node = Node::embedded(&[]);
+    // No choice: the welcome Gather falls through to the goodbye, one request in all.
+    let call = node.call("3004", json!([]));
+    node.finished(&call);
+    // The embedded default has no tokens: the API is open on loopback.
+    let list = node.json(&format!("/v2/accounts/{DEMO_ACCOUNT}/pivot/debug"), None);
+    let listed: Vec<&Value> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["call_id"] == call.as_str())
+        .collect();
+    assert_eq!(listed.len(), 1, "{list:#}");
+    let summary = listed[0];
+    assert_eq!(summary["node"], node.node_id.as_str(), "{summary:#}");
+    assert_eq!(summary["iteration"], 1, "{summary:#}");
+    assert_eq!(summary["has_errors"], false, "{summary:#}");
+    assert_eq!(summary["status_code"], "200", "{summary:#}");
+    assert!(
+        summary["uri"].as_str().unwrap().contains("/demo/ivr?"),
+        "{summary:#}"
+    );
+
+    let entries = node.json(
+        &format!("/v2/accounts/{DEMO_ACCOUNT}/pivot/debug/{call}"),
+        None,
+    );
+    let entries = entries["data"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{entries:#?}");
+    let (request, response) = (&entries[0], &entries[1]);
+    for key in [
+        "call_id",
+        "id",
+        "method",
+        "req_body",
+        "req_headers",
+        "uri",
+        "iteration",
+    ] {
+        assert!(
+            request.get(key).is_some(),
+            "request lacks {key}: {request:#}"
+        );
+    }
+    assert_eq!(request["call_id"], call.as_str());
+    assert_eq!(request["method"], "get");
+    assert_eq!(request["iteration"], 1);
+    assert_eq!(request["req_body"], "");
+    let uri = request["uri"].as_str().unwrap();
+    assert!(uri.contains(&format!("CallSid={call}")), "{uri}");
+    assert_eq!(
+        request["req_headers"]["user-agent"],
+        concat!("pivot/", env!("CARGO_PKG_VERSION"))
+    );
+    assert!(
+        request["req_headers"]["accept"]
+            .as_str()
+            .unwrap()
+            .contains("text/xml"),
+        "{request:#}"
+    );
+    for key in [
+        "call_id",
+        "id",
+        "resp_status_code",
+        "resp_headers",
+        "resp_body",
+        "iteration",
+    ] {
+        assert!(
+            response.get(key).is_some(),
+            "response lacks {key}: {response:#}"
+        );
+    }
+    assert_eq!(response["call_id"], call.as_str());
+    assert_eq!(response["resp_status_code"], "200");
+    assert_eq!(response["iteration"], 1);
+    assert!(
+        response["resp_body"].as_str().unwrap().contains("<Gather"),
+        "{response:#}"
+    );
+    assert!(
+        response["resp_headers"]["content-type"]
+            .as_str()
+            .unwrap()
+            .contains("xml"),
+        "{response:#}"
+    );
+    assert_ne!(request["id"], response["id"]);
+}
+
+#[test]
+fn json_logs_carry_the_call_span_fields() {
+    let node = Node::embedded_capturing_stderr(&[
+        ("PIVOT_LOG__FORMAT", "json"),
+        ("PIVOT_LOG__FILTER", "pivot_engine=debug,info"),
+    ]);
+    // Hanging up during the welcome logs "caller hung up" (debug) inside the call's span.
+    let call = node.call("3004", json!([{"at_ms": 500, "hangup": true}]));
+    node.finished(&call);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let lines = node.stderr_lines();
+        let in_span: Vec<Value> = lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["span"]["call_id"] == call.as_str())
+            .collect();
+        if let Some(line) = in_span.first() {
+            // `with_current_span`: the span's fields nest under "span", with its name.
+            assert_eq!(line["span"]["name"], "call", "{line:#}");
+            assert_eq!(line["span"]["account_id"], DEMO_ACCOUNT, "{line:#}");
+            assert_eq!(line["span"]["node"], node.node_id.as_str(), "{line:#}");
+            assert!(line["level"].is_string() && line["target"].is_string());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no JSON line in the call's span:\n{}",
+            lines.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Every line is JSON, not just the call's.
+    let lines = node.stderr_lines();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        assert!(
+            serde_json::from_str::<Value>(line).is_ok_and(|v| v.is_object()),
+            "{line}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_drives_an_esl_peer_it_did_not_start() {
+    let app = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/peer"))
+        .and(query_param("To", "6101"))
+        .respond_with(twiml(
+            "<Response><Say>hello from the peer</Say><Hangup/></Response>",
+        ))
+        .mount(&app)
+        .await;
+    let sim = Sim::start();
+    let toml = format!(
+        r#"
+[node]
+id = "node-fs"
+
+[api]
+listen = "127.0.0.1:0"
+admin_token = "{ADMIN}"
+
+[switch]
+kind = "freeswitch"
+
+[[switch.freeswitch]]
+name = "fs1"
+address = "{}"
+password = "ClueCon"
+
+[webhook]
+allow_cidrs = ["127.0.0.1/32"]
+
+[[accounts]]
+id = "{ACCOUNT_A}"
+"#,
+        sim.esl
+    );
+    let node = Node::serve(&toml, &[]);
+    assert_eq!(node.metric("pivot_switch_connected{switch=\"fs1\"}"), 1.0);
+    // The node has no simulator of its own.
+    assert_eq!(node.get("/sim/calls", None).0, 404);
+    callflow(
+        &node,
+        "6101",
+        pivot(&format!("{}/peer", app.uri()), "twiml", None),
+    );
+    let call = sim.call("6101", json!([]));
+    let view = sim.finished(&call);
+    assert_eq!(spoken(&view), vec!["hello from the peer"], "{view:#}");
+    assert_eq!(view["hangup_cause"], "NORMAL_CLEARING", "{view:#}");
+    // Driven by this node's first lease on the call: `<call>:1:<seq>`.
+    let spoke = &events(&view, "spoke")[0];
+    let uuid = spoke["app_uuid"].as_str().unwrap();
+    assert!(uuid.starts_with(&format!("{call}:1:")), "{uuid}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while node.metric("pivot_calls_total{result=\"completed\"}") != 1.0 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(node.metric("pivot_calls_active"), 0.0);
 }
 
 // ---- failures take the `_` branch ----------------------------------------------------------

@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -13,6 +14,10 @@ pub struct Node {
     pub child: Child,
     /// `127.0.0.1:PORT` of its API.
     pub addr: String,
+    /// The node id its banner announced.
+    pub node_id: String,
+    /// Its stderr lines so far, when started with [`Node::embedded_capturing_stderr`].
+    pub stderr: Option<Arc<Mutex<Vec<String>>>>,
     _config: Option<tempfile_path::TempFile>,
 }
 
@@ -41,7 +46,23 @@ impl Node {
             ("PIVOT_SWITCH__SIM__TIME_SCALE", "0"),
         ];
         env.extend_from_slice(extra_env);
-        Node::spawn(&[], &env, None)
+        Node::spawn(&[], &env, None, false)
+    }
+
+    /// Like [`Node::embedded`], with its stderr (the logs) kept in [`Node::stderr`].
+    pub fn embedded_capturing_stderr(extra_env: &[(&str, &str)]) -> Node {
+        let mut env = vec![
+            ("PIVOT_API__LISTEN", "127.0.0.1:0"),
+            ("PIVOT_SWITCH__SIM__TIME_SCALE", "0"),
+        ];
+        env.extend_from_slice(extra_env);
+        Node::spawn(&[], &env, None, true)
+    }
+
+    /// The stderr lines captured so far.
+    pub fn stderr_lines(&self) -> Vec<String> {
+        let lines = self.stderr.as_ref().expect("stderr is not captured");
+        lines.lock().unwrap().clone()
     }
 
     /// `pivotd serve --config <toml>`.
@@ -55,21 +76,42 @@ impl Node {
         std::fs::write(&path, toml).unwrap();
         let file = tempfile_path::TempFile(path.clone());
         let path = path.to_string_lossy().into_owned();
-        Node::spawn(&["serve", "--config", &path], extra_env, Some(file))
+        Node::spawn(&["serve", "--config", &path], extra_env, Some(file), false)
     }
 
-    fn spawn(args: &[&str], env: &[(&str, &str)], config: Option<tempfile_path::TempFile>) -> Node {
+    fn spawn(
+        args: &[&str],
+        env: &[(&str, &str)],
+        config: Option<tempfile_path::TempFile>,
+        capture_stderr: bool,
+    ) -> Node {
         let mut command = Command::new(env!("CARGO_BIN_EXE_pivotd"));
         command
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if capture_stderr {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .env("PIVOT_LOG__FORMAT", "human")
             .env("PIVOT_LOG__FILTER", "warn");
         for (k, v) in env {
             command.env(k, v);
         }
         let mut child = command.spawn().unwrap();
+        let stderr = child.stderr.take().map(|pipe| {
+            let lines = Arc::new(Mutex::new(Vec::new()));
+            let sink = Arc::clone(&lines);
+            // Drained continuously so the node never blocks on a full pipe.
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    sink.lock().unwrap().push(line);
+                }
+            });
+            lines
+        });
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
@@ -80,9 +122,18 @@ impl Node {
             .find_map(|w| w.strip_prefix("http://"))
             .unwrap_or_else(|| panic!("unexpected banner {line:?}"))
             .to_owned();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let node_id = words
+            .iter()
+            .position(|w| *w == "node")
+            .and_then(|i| words.get(i + 1))
+            .unwrap_or_else(|| panic!("no node id in banner {line:?}"))
+            .to_string();
         let node = Node {
             child,
             addr,
+            node_id,
+            stderr,
             _config: config,
         };
         node.wait_ready();
@@ -117,27 +168,12 @@ impl Node {
 
     /// Places a simulated call; returns its id.
     pub fn call(&self, to: &str, script: Value) -> String {
-        let body = serde_json::json!({
-            "to": to, "from": "user_sov2kt", "caller_id_name": "JoeFromIT",
-            "caller_id_number": "+15551230000", "script": script
-        });
-        let (status, body) = self.send("POST", "/sim/calls", &body.to_string(), None);
-        assert_eq!(status, 201, "{body}");
-        let value: Value = serde_json::from_str(&body).unwrap();
-        value["call_id"].as_str().unwrap().to_owned()
+        place_call(&self.addr, to, script)
     }
 
     /// The call's transcript once it has hung up.
     pub fn finished(&self, call_id: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let view = self.json(&format!("/sim/calls/{call_id}"), None);
-            if view["state"] == "hungup" {
-                return view;
-            }
-            assert!(Instant::now() < deadline, "call never ended: {view:#}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_finished(&self.addr, call_id)
     }
 
     /// A metric's value in a `/metrics` scrape (0 when absent).
@@ -162,6 +198,88 @@ impl Node {
             assert!(Instant::now() < deadline, "pivotd did not exit on SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// A standalone `pivotd sim` (instant media); killed when dropped.
+pub struct Sim {
+    pub child: Child,
+    /// Its event socket, `127.0.0.1:PORT`.
+    pub esl: String,
+    /// Its HTTP API, `127.0.0.1:PORT`.
+    pub http: String,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Sim {
+    pub fn start() -> Sim {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pivotd"))
+            .args([
+                "sim",
+                "--esl",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--time-scale",
+                "0",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // "pivot simulator: esl 127.0.0.1:PORT http 127.0.0.1:PORT"
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words.get(2), Some(&"esl"), "unexpected banner {line:?}");
+        Sim {
+            esl: words[3].to_owned(),
+            http: words[5].to_owned(),
+            child,
+        }
+    }
+
+    pub fn call(&self, to: &str, script: Value) -> String {
+        place_call(&self.http, to, script)
+    }
+
+    pub fn finished(&self, call_id: &str) -> Value {
+        wait_finished(&self.http, call_id)
+    }
+}
+
+/// Places a call through a simulator API at `addr` (a node's or a standalone one's).
+pub fn place_call(addr: &str, to: &str, script: Value) -> String {
+    let body = serde_json::json!({
+        "to": to, "from": "user_sov2kt", "caller_id_name": "JoeFromIT",
+        "caller_id_number": "+15551230000", "script": script
+    });
+    let (status, body) = http(addr, "POST", "/sim/calls", Some(&body.to_string()), None);
+    assert_eq!(status, 201, "{body}");
+    let value: Value = serde_json::from_str(&body).unwrap();
+    value["call_id"].as_str().unwrap().to_owned()
+}
+
+/// The call's transcript once it has hung up, from the simulator API at `addr`.
+pub fn wait_finished(addr: &str, call_id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = http(addr, "GET", &format!("/sim/calls/{call_id}"), None, None);
+        assert_eq!(status, 200, "{body}");
+        let view: Value = serde_json::from_str(&body).unwrap();
+        if view["state"] == "hungup" {
+            return view;
+        }
+        assert!(Instant::now() < deadline, "call never ended: {view:#}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
