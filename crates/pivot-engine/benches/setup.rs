@@ -25,6 +25,10 @@ use pivot_switch::{SwitchClient, SwitchConfig};
 use pivot_webhook::{ClientConfig, WebhookClient};
 use tokio::sync::mpsc;
 
+/// The allocator pivotd ships with (crates/pivotd/src/main.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     if std::env::var("PIVOT_BENCH_ROLE").as_deref() == Ok("sim") {
         return sim_child();

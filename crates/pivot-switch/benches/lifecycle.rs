@@ -7,6 +7,11 @@
 //!    awaiting at once, replies matched by the FIFO), in the same run: the measurement behind
 //!    writing our own client (ARCHITECTURE.md).
 
+/// The allocator pivotd ships with (see crates/pivotd/src/main.rs), so the figure is the
+/// product's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
