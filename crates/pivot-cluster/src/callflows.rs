@@ -123,38 +123,8 @@ impl MemoryCallflows {
     }
 
     fn put_now(&self, mut callflow: Callflow) -> Result<Callflow, StoreError> {
-        check_key("account_id", &callflow.account_id)?;
-        check_key("id", &callflow.id)?;
-        if callflow.numbers.len() > MAX_NUMBERS_PER_CALLFLOW {
-            return Err(StoreError::Full {
-                what: "numbers per callflow",
-                limit: MAX_NUMBERS_PER_CALLFLOW,
-            });
-        }
-        for number in &callflow.numbers {
-            check_key("number", number)?;
-        }
-        if callflow.patterns.len() > MAX_PATTERNS_PER_CALLFLOW {
-            return Err(StoreError::Full {
-                what: "patterns per callflow",
-                limit: MAX_PATTERNS_PER_CALLFLOW,
-            });
-        }
-        let size = serialized_len(&callflow);
-        if size > self.max_callflow_bytes {
-            return Err(StoreError::TooLarge {
-                what: "callflow",
-                size,
-                limit: self.max_callflow_bytes,
-            });
-        }
         // Compiling is the expensive part: done before taking the lock.
-        let patterns = callflow
-            .patterns
-            .iter()
-            .enumerate()
-            .map(|(index, pattern)| compile(index, pattern))
-            .collect::<Result<Vec<_>, _>>()?;
+        let patterns = validate(&callflow, self.max_callflow_bytes)?;
 
         let mut inner = lock(&self.inner);
         if callflow.id.is_empty() {
@@ -319,7 +289,46 @@ impl CallflowStore for MemoryCallflows {
     }
 }
 
-fn check_key(what: &'static str, value: &str) -> Result<(), StoreError> {
+/// Checks every bound of a callflow and compiles its patterns (in their order): what both
+/// backends do before they store anything.
+pub(crate) fn validate(
+    callflow: &Callflow,
+    max_callflow_bytes: usize,
+) -> Result<Vec<Regex>, StoreError> {
+    check_key("account_id", &callflow.account_id)?;
+    check_key("id", &callflow.id)?;
+    if callflow.numbers.len() > MAX_NUMBERS_PER_CALLFLOW {
+        return Err(StoreError::Full {
+            what: "numbers per callflow",
+            limit: MAX_NUMBERS_PER_CALLFLOW,
+        });
+    }
+    for number in &callflow.numbers {
+        check_key("number", number)?;
+    }
+    if callflow.patterns.len() > MAX_PATTERNS_PER_CALLFLOW {
+        return Err(StoreError::Full {
+            what: "patterns per callflow",
+            limit: MAX_PATTERNS_PER_CALLFLOW,
+        });
+    }
+    let size = serialized_len(&callflow);
+    if size > max_callflow_bytes {
+        return Err(StoreError::TooLarge {
+            what: "callflow",
+            size,
+            limit: max_callflow_bytes,
+        });
+    }
+    callflow
+        .patterns
+        .iter()
+        .enumerate()
+        .map(|(index, pattern)| compile(index, pattern))
+        .collect()
+}
+
+pub(crate) fn check_key(what: &'static str, value: &str) -> Result<(), StoreError> {
     if value.len() > MAX_KEY_BYTES {
         return Err(StoreError::TooLarge {
             what,
@@ -330,7 +339,7 @@ fn check_key(what: &'static str, value: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn compile(index: usize, pattern: &str) -> Result<Regex, StoreError> {
+pub(crate) fn compile(index: usize, pattern: &str) -> Result<Regex, StoreError> {
     let invalid = |reason: String| StoreError::InvalidPattern {
         index,
         pattern: pattern.to_owned(),

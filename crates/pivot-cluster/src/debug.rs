@@ -182,17 +182,7 @@ impl MemoryDebugStore {
         check_key("node", node)?;
         let now = (self.clock)();
         // Bounding the records before the lock keeps the critical section short.
-        let mut entries: Vec<DebugEntry> = entries
-            .into_iter()
-            .map(|mut entry| {
-                if entry.id.is_empty() {
-                    entry.id = new_id();
-                }
-                entry.call_id = call_id.to_owned();
-                entry.record = bound_record(entry.record, self.limits.max_record_bytes);
-                entry
-            })
-            .collect();
+        let mut entries = prepare(call_id, entries, self.limits.max_record_bytes);
 
         let mut inner = lock(&self.inner);
         inner.purge(now, self.retention_ms());
@@ -362,7 +352,26 @@ impl DebugStore for MemoryDebugStore {
     }
 }
 
-fn check_key(what: &'static str, value: &str) -> Result<(), StoreError> {
+/// Gives each entry an id and the call's id, and bounds its record: what both backends store.
+pub(crate) fn prepare(
+    call_id: &str,
+    entries: Vec<DebugEntry>,
+    max_record_bytes: usize,
+) -> Vec<DebugEntry> {
+    entries
+        .into_iter()
+        .map(|mut entry| {
+            if entry.id.is_empty() {
+                entry.id = new_id();
+            }
+            entry.call_id = call_id.to_owned();
+            entry.record = bound_record(entry.record, max_record_bytes);
+            entry
+        })
+        .collect()
+}
+
+pub(crate) fn check_key(what: &'static str, value: &str) -> Result<(), StoreError> {
     if value.len() > MAX_KEY_BYTES {
         return Err(StoreError::TooLarge {
             what,
@@ -373,7 +382,7 @@ fn check_key(what: &'static str, value: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn summarise(summary: &mut DebugSummary, entry: &DebugEntry) {
+pub(crate) fn summarise(summary: &mut DebugSummary, entry: &DebugEntry) {
     summary.iteration = summary.iteration.max(entry.iteration);
     let Value::Object(record) = &entry.record else {
         return;
@@ -395,11 +404,11 @@ fn summarise(summary: &mut DebugSummary, entry: &DebugEntry) {
 
 /// The key is the last listed call's position, so a page boundary stays put when calls are
 /// added or expire. Hex-encoded creation time first (fixed width), then the call id.
-fn start_key_of(created: u64, call_id: &str) -> String {
+pub(crate) fn start_key_of(created: u64, call_id: &str) -> String {
     format!("{created:016x}{call_id}")
 }
 
-fn parse_start_key(key: &str) -> Result<(u64, String), StoreError> {
+pub(crate) fn parse_start_key(key: &str) -> Result<(u64, String), StoreError> {
     let invalid = || StoreError::InvalidStartKey {
         key: key.to_owned(),
     };

@@ -24,6 +24,9 @@ pub enum ClusterError {
     /// The backend could not be reached; the caller may retry, but must not assume ownership.
     #[error("cluster backend unavailable: {0}")]
     Unavailable(String),
+    /// The backend's configuration (its URL, its options) is unusable; retrying cannot help.
+    #[error("cluster backend misconfigured: {0}")]
+    Config(String),
 }
 
 /// A [`CallflowStore`](crate::CallflowStore) or [`DebugStore`](crate::DebugStore) call failed.

@@ -7,6 +7,9 @@
 //! - [`ownership`]: [`Ownership`] — claims, adoption, fencing epochs, checkpoints, drain;
 //! - [`callflows`]: [`CallflowStore`] — KAZOO-shaped callflows per account, number resolution;
 //! - [`debug`]: [`DebugStore`] — per-call debug entries with retention and paging;
+//! - [`nodes`]: [`Nodes`] — the node registry (heartbeats with a TTL, the live set);
+//! - [`rendezvous`]: [`rendezvous_rank`] — which live node should take a call;
+//! - [`redis`]: [`RedisCluster`] — every trait above on a shared Redis;
 //! - [`error`]: [`ClusterError`] and [`StoreError`].
 //!
 //! Each store is an object-safe async trait (`Arc<dyn Ownership>` works) so a networked backend
@@ -21,7 +24,10 @@
 pub mod callflows;
 pub mod debug;
 pub mod error;
+pub mod nodes;
 pub mod ownership;
+pub mod redis;
+pub mod rendezvous;
 
 mod ids;
 mod json;
@@ -32,7 +38,11 @@ pub use debug::{
 };
 pub use error::{ClusterError, StoreError};
 pub use ids::new_id;
+pub use nodes::{MemoryNodes, NodeInfo, Nodes};
 pub use ownership::{CallOwner, Checkpoint, Lease, MemoryOwnership, Ownership};
+pub use rendezvous::{rendezvous_rank, rendezvous_weight};
+
+pub use crate::redis::{RedisCluster, RedisOptions};
 
 /// The future every store method returns: boxed so the traits stay object-safe, `Send` so a
 /// networked backend's futures can run on any runtime thread.

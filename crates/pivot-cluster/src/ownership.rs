@@ -108,6 +108,14 @@ pub trait Ownership: Send + Sync + std::fmt::Debug + 'static {
         account_id: Option<&'a str>,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<CallOwner>, ClusterError>>;
+
+    /// Live calls owned by `node` (released ones included), sorted by call id; at most `limit`.
+    /// What survivors read to find a dead node's calls, without scanning every call.
+    fn calls_of_node<'a>(
+        &'a self,
+        node: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<CallOwner>, ClusterError>>;
 }
 
 #[derive(Debug)]
@@ -277,11 +285,15 @@ impl MemoryOwnership {
     }
 
     fn calls_now(&self, account_id: Option<&str>, limit: usize) -> Vec<CallOwner> {
+        self.calls_where(limit, |record| {
+            account_id.is_none_or(|a| record.account_id == a)
+        })
+    }
+
+    fn calls_where(&self, limit: usize, keep: impl Fn(&Record) -> bool) -> Vec<CallOwner> {
         let calls = lock(&self.calls);
-        let mut matching: Vec<(&String, &Record)> = calls
-            .iter()
-            .filter(|(_, record)| account_id.is_none_or(|a| record.account_id == a))
-            .collect();
+        let mut matching: Vec<(&String, &Record)> =
+            calls.iter().filter(|(_, record)| keep(record)).collect();
         matching.sort_unstable_by(|a, b| a.0.cmp(b.0));
         matching
             .into_iter()
@@ -347,9 +359,17 @@ impl Ownership for MemoryOwnership {
     ) -> BoxFuture<'a, Result<Vec<CallOwner>, ClusterError>> {
         Box::pin(async move { Ok(self.calls_now(account_id, limit)) })
     }
+
+    fn calls_of_node<'a>(
+        &'a self,
+        node: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<CallOwner>, ClusterError>> {
+        Box::pin(async move { Ok(self.calls_where(limit, |record| record.node == node)) })
+    }
 }
 
-fn check_key(what: &'static str, value: &str) -> Result<(), ClusterError> {
+pub(crate) fn check_key(what: &'static str, value: &str) -> Result<(), ClusterError> {
     if value.len() > MAX_KEY_BYTES {
         return Err(ClusterError::TooLarge {
             what,
