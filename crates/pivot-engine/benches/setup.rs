@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 use pivot_cluster::{
-    Callflow, CallflowStore, DebugLimits, MemoryCallflows, MemoryDebugStore, MemoryOwnership,
+    Callflow, CallflowStore, DebugLimits, MemoryCallflows, MemoryDebugStore, MemoryNodes,
+    MemoryOwnership,
 };
 use pivot_engine::{Engine, EngineConfig, Metrics, Services, SetupObserver};
 use pivot_switch::sim::{NewCall, SimConfig, Simulator};
@@ -196,6 +197,7 @@ async fn node(app: &str, path: &str, esl: String, max_calls: usize) -> Node {
         },
         Services {
             ownership: Arc::new(MemoryOwnership::new(max_calls)),
+            nodes: Arc::new(MemoryNodes::new(16)),
             callflows,
             debug: Arc::new(MemoryDebugStore::new(DebugLimits::default())),
             webhook: WebhookClient::new(ClientConfig {

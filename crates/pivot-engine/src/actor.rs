@@ -39,6 +39,8 @@ pub(crate) enum CallMsg {
     Hangup,
     /// The node is draining: stop commanding and release the call for a peer.
     HandOver,
+    /// The node cannot prove its lease: stop commanding at once, write nothing.
+    Fence,
 }
 
 /// Why the actor stopped running steps.
@@ -1408,6 +1410,7 @@ impl<'m> CallActor<'m> {
             Some(CallMsg::Redirect { url, method }) => Err(Stop::Redirect { url, method }),
             Some(CallMsg::Hangup) => Err(Stop::ApiHangup),
             Some(CallMsg::HandOver) => Err(Stop::HandOver),
+            Some(CallMsg::Fence) => Err(Stop::Fenced),
         }
     }
 

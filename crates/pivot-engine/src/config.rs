@@ -42,6 +42,8 @@ pub struct EngineConfig {
     /// panic is contained. `None` (the default) in production.
     #[doc(hidden)]
     pub panic_marker: Option<String>,
+    /// Heartbeat, lease and claim timing.
+    pub cluster: crate::cluster::ClusterSettings,
     /// Called with each call's setup time (park → first command): benchmarks read exact
     /// quantiles here, where the metric only has buckets.
     #[doc(hidden)]
@@ -120,6 +122,7 @@ impl Default for EngineConfig {
             mailbox: 256,
             panic_marker: None,
             setup_observer: None,
+            cluster: crate::cluster::ClusterSettings::default(),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use pivot_cluster::{CallflowStore, DebugStore, Lease, Ownership};
+use pivot_cluster::{CallflowStore, DebugStore, Lease, NodeInfo, Nodes, Ownership};
 use pivot_flow::HttpMethod;
 use pivot_switch::{SwitchClient, SwitchEvent};
 use pivot_webhook::WebhookClient;
@@ -25,6 +25,8 @@ use crate::state::{CallState, Program};
 #[derive(Clone)]
 pub struct Services {
     pub ownership: Arc<dyn Ownership>,
+    /// The registry of live nodes (heartbeats).
+    pub nodes: Arc<dyn Nodes>,
     pub callflows: Arc<dyn CallflowStore>,
     pub debug: Arc<dyn DebugStore>,
     pub webhook: WebhookClient,
@@ -35,6 +37,7 @@ pub struct Services {
 pub(crate) struct Shared {
     pub(crate) config: EngineConfig,
     pub(crate) ownership: Arc<dyn Ownership>,
+    pub(crate) nodes: Arc<dyn Nodes>,
     pub(crate) callflows: Arc<dyn CallflowStore>,
     pub(crate) debug: Arc<dyn DebugStore>,
     pub(crate) webhook: WebhookClient,
@@ -42,8 +45,41 @@ pub(crate) struct Shared {
     switches: HashMap<String, SwitchClient>,
     registry: Mutex<HashMap<String, Entry>>,
     accepting: AtomicBool,
+    /// The lease could not be proven: no call of this node may be commanded.
+    pub(crate) fenced: AtomicBool,
+    /// Drained and handed over: no heartbeat any more, peers adopt what is left.
+    pub(crate) leaving: AtomicBool,
+    pub(crate) stopped: AtomicBool,
+    /// The live nodes as last read (ids sorted, and their advertised addresses).
+    live: Mutex<(Vec<String>, Vec<NodeInfo>)>,
     arbiters: Vec<actix_rt::ArbiterHandle>,
     next_arbiter: AtomicUsize,
+}
+
+impl Shared {
+    pub(crate) fn live_nodes(&self) -> Vec<String> {
+        self.live
+            .lock()
+            .map(|live| live.0.clone())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn set_live_nodes(&self, ids: Vec<String>, nodes: Vec<NodeInfo>) {
+        if let Ok(mut live) = self.live.lock() {
+            *live = (ids, nodes);
+        }
+    }
+
+    pub(crate) fn has_call(&self, call_id: &str) -> bool {
+        registry(self).contains_key(call_id)
+    }
+
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) -> bool {
+        let index = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len().max(1);
+        self.arbiters
+            .get(index)
+            .is_some_and(|arbiter| arbiter.spawn(task))
+    }
 }
 
 /// A live call in the registry.
@@ -105,6 +141,7 @@ impl Engine {
         let shared = Arc::new(Shared {
             config,
             ownership: services.ownership,
+            nodes: services.nodes,
             callflows: services.callflows,
             debug: services.debug,
             webhook: services.webhook,
@@ -115,10 +152,16 @@ impl Engine {
                 .collect(),
             registry: Mutex::new(HashMap::new()),
             accepting: AtomicBool::new(true),
+            // Until the first heartbeat proves the lease, the node takes no call.
+            fenced: AtomicBool::new(true),
+            leaving: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            live: Mutex::new((Vec::new(), Vec::new())),
             arbiters,
             next_arbiter: AtomicUsize::new(0),
         });
         tokio::spawn(dispatch(Arc::clone(&shared), events));
+        tokio::spawn(crate::cluster::run(Arc::clone(&shared)));
         Engine { shared }
     }
 
@@ -182,9 +225,22 @@ impl Engine {
         })
     }
 
-    /// Whether new calls are taken.
+    /// Whether new calls are taken: not draining, and the node's lease is proven.
     pub fn is_accepting(&self) -> bool {
-        self.shared.accepting.load(Ordering::Acquire)
+        self.shared.accepting.load(Ordering::Acquire) && !self.shared.fenced.load(Ordering::Acquire)
+    }
+
+    /// Where the API of the node that owns `call_id` is, when another live node owns it.
+    pub async fn owner_address(&self, call_id: &str) -> Option<(String, String)> {
+        let owner = self.shared.ownership.owner(call_id).await.ok()??;
+        if owner.node == self.shared.config.node_id || owner.released {
+            return None;
+        }
+        let nodes = self.shared.nodes.live().await.ok()?;
+        nodes
+            .into_iter()
+            .find(|n| n.id == owner.node)
+            .map(|n| (n.id, n.advertise))
     }
 
     /// Whether every switch's event socket is connected.
@@ -215,11 +271,18 @@ impl Engine {
         while self.active_calls() > 0 && Instant::now() < settle {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // Only now leave: peers adopt the calls of a node that left, and every one of ours is
+        // released by now, so no two nodes command a call at once.
+        self.shared.leaving.store(true, Ordering::Release);
+        if let Err(error) = self.shared.nodes.leave(&self.shared.config.node_id).await {
+            tracing::warn!(%error, "could not leave the node registry; peers wait for the lease");
+        }
         remaining.len()
     }
 
     /// Stops the arbiters and the switch clients.
     pub fn shutdown(&self) {
+        self.shared.stopped.store(true, Ordering::Release);
         for switch in self.shared.switches.values() {
             switch.shutdown();
         }
@@ -395,12 +458,7 @@ async fn offer(shared: &Arc<Shared>, info: pivot_switch::CallInfo) {
         parked_at,
     )
     .instrument(span);
-    let index = shared.next_arbiter.fetch_add(1, Ordering::Relaxed) % shared.arbiters.len().max(1);
-    let spawned = shared
-        .arbiters
-        .get(index)
-        .is_some_and(|arbiter| arbiter.spawn(task));
-    if !spawned {
+    if !shared.spawn(task) {
         tracing::error!(call_id = %info.call_id, "no arbiter to run the call");
         forget(shared, &info.call_id);
     }
@@ -476,6 +534,15 @@ async fn supervise(
     {
         entry.info.account_id.clone_from(&state.call.account_id);
     }
+    // Every node sees every park; they rank themselves by rendezvous hash over the live nodes
+    // and only the first claims at once, the others after a grace period if it is unclaimed.
+    let rank = crate::cluster::rank(&shared, &call_id);
+    if rank > 0 {
+        let grace = shared.config.cluster.claim_grace * u32::try_from(rank).unwrap_or(u32::MAX);
+        if !still_unclaimed(&shared, &call_id, &mut mailbox, grace).await {
+            return;
+        }
+    }
     let lease = match shared
         .ownership
         .claim(&call_id, &state.call.account_id, &shared.config.node_id)
@@ -517,18 +584,156 @@ async fn supervise(
         parked_at,
     )
     .await;
+    finish_call(&shared, &lease, ending).await;
+}
+
+/// Waits `grace` for better-ranked nodes to take the call; `false` when one did (its events
+/// show the call being driven, or it holds the claim) or the call ended meanwhile.
+async fn still_unclaimed(
+    shared: &Shared,
+    call_id: &str,
+    mailbox: &mut mpsc::Receiver<CallMsg>,
+    grace: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        tokio::select! {
+            message = mailbox.recv() => match message {
+                None => return false,
+                Some(CallMsg::Switch(event)) => {
+                    if matches!(*event, SwitchEvent::Hangup { .. } | SwitchEvent::Answered { .. }) {
+                        return false;
+                    }
+                }
+                Some(_) => {}
+            },
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    match shared.ownership.owner(call_id).await {
+        Ok(Some(owner)) => owner.released,
+        Ok(None) => true,
+        Err(_) => false,
+    }
+}
+
+/// Resumes a call this node has just adopted: from its checkpoint, after breaking whatever the
+/// previous owner left queued on the channel; the current step is issued again (at least once
+/// per step).
+pub(crate) async fn resume(shared: &Arc<Shared>, lease: Lease) {
+    let call_id = lease.call_id.clone();
+    let not_resumed = |why: &str| {
+        tracing::info!(%call_id, why, "adopted call not resumed");
+    };
+    let state = match shared.ownership.load(&call_id).await {
+        Ok(Some(checkpoint)) => CallState::from_json(&checkpoint.state).ok(),
+        _ => None,
+    };
+    let Some(state) = state else {
+        not_resumed("no readable checkpoint");
+        let _ = shared.ownership.finish(&lease).await;
+        return;
+    };
+    let Some(switch) = shared.switches.get(&state.switch).cloned() else {
+        not_resumed("its switch is not one of this node's");
+        let _ = shared.ownership.release(&lease).await;
+        return;
+    };
+    if switch
+        .api(&format!("uuid_exists {call_id}"))
+        .await
+        .is_ok_and(|answer| answer.trim() == "false")
+    {
+        not_resumed("the channel is gone");
+        let _ = shared.ownership.finish(&lease).await;
+        return;
+    }
+    let (sender, mut mailbox) = mpsc::channel(shared.config.mailbox.max(8));
+    let status = Arc::new(Mutex::new(state.program.describe()));
+    let refused = {
+        let mut registry = registry(shared);
+        let refused = registry.contains_key(&call_id) || registry.len() >= shared.config.max_calls;
+        if !refused {
+            registry.insert(
+                call_id.clone(),
+                Entry {
+                    mailbox: sender,
+                    info: ChannelInfo {
+                        call_id: call_id.clone(),
+                        account_id: state.call.account_id.clone(),
+                        node: shared.config.node_id.clone(),
+                        switch: state.switch.clone(),
+                        from: state.call.from.clone(),
+                        to: state.call.to.clone(),
+                        caller_id_name: state.call.caller_id_name.clone(),
+                        caller_id_number: state.call.caller_id_number.clone(),
+                        state: String::new(),
+                        started_unix_ms: state.started_unix_ms,
+                    },
+                    status: Arc::clone(&status),
+                },
+            );
+        }
+        refused
+    };
+    if refused {
+        let _ = shared.ownership.release(&lease).await;
+        return;
+    }
+    shared.metrics.calls_active.inc();
+    shared.metrics.cluster_takeovers.inc();
+    let span = tracing::info_span!(
+        "call",
+        call_id = %call_id,
+        account_id = %state.call.account_id,
+        node = %shared.config.node_id
+    );
+    let task_shared = Arc::clone(shared);
+    let task = async move {
+        let shared = task_shared;
+        let _guard = RegistryGuard {
+            shared: Arc::clone(&shared),
+            call_id: call_id.clone(),
+        };
+        let _ = switch.break_all(&call_id).await;
+        let ending = run_supervised(
+            &shared,
+            state,
+            lease.clone(),
+            switch,
+            &mut mailbox,
+            status,
+            Instant::now(),
+        )
+        .await;
+        finish_call(&shared, &lease, ending).await;
+    }
+    .instrument(span);
+    if !shared.spawn(task) {
+        tracing::error!("no arbiter to run an adopted call");
+    }
+}
+
+/// Stops every call of this node from commanding (the node cannot prove its lease).
+pub(crate) fn fence_all(shared: &Shared) {
+    for entry in registry(shared).values() {
+        let _ = entry.mailbox.try_send(CallMsg::Fence);
+    }
+}
+
+async fn finish_call(shared: &Shared, lease: &Lease, ending: Ending) {
     shared
         .metrics
         .calls_total
         .with_label_values(&[ending.label()])
         .inc();
     let finished = match ending {
-        Ending::HandedOver => shared.ownership.release(&lease).await,
+        Ending::HandedOver => shared.ownership.release(lease).await,
         Ending::Fenced => Ok(()),
-        _ => shared.ownership.finish(&lease).await,
+        _ => shared.ownership.finish(lease).await,
     };
     if let Err(error) = finished {
-        tracing::warn!(%call_id, %error, "ownership not released");
+        tracing::warn!(call_id = %lease.call_id, %error, "ownership not released");
     }
 }
 

@@ -19,11 +19,13 @@
 //! whatever ends it; the engine sees only typed switch events and commands.
 
 mod actor;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod metrics;
 pub mod state;
 
+pub use cluster::ClusterSettings;
 pub use config::{AccountSettings, EngineConfig, SetupObserver, TtsSettings};
 pub use engine::{ChannelInfo, ControlError, Engine, Services};
 pub use metrics::Metrics;

@@ -32,6 +32,7 @@ pub struct Metrics {
     pub switch_connected: IntGaugeVec,
     pub cluster_claims: IntCounterVec,
     pub cluster_takeovers: IntCounter,
+    pub cluster_fencing: IntCounter,
     pub cluster_redis_errors: IntCounterVec,
     pub cdr_posts: IntCounterVec,
     pub actor_restarts: IntCounter,
@@ -130,6 +131,11 @@ impl Metrics {
             cluster_takeovers: counter(
                 "pivot_cluster_takeovers_total",
                 "Calls adopted from another node or restarted from a checkpoint.",
+            )?,
+            cluster_fencing: counter(
+                "pivot_cluster_fencing_total",
+                "Times this node fenced itself (its lease could not be proven) or an actor found \
+                 its call owned by a newer epoch.",
             )?,
             cluster_redis_errors: counter_vec(
                 "pivot_cluster_redis_errors_total",

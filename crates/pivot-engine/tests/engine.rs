@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use pivot_cluster::{
     Callflow, CallflowStore, DebugLimits, DebugStore, MemoryCallflows, MemoryDebugStore,
-    MemoryOwnership,
+    MemoryNodes, MemoryOwnership,
 };
 use pivot_engine::{AccountSettings, Engine, EngineConfig, Metrics, Services};
 use pivot_switch::sim::{CallView, DialAnswer, NewCall, ScriptStep, SimConfig, Simulator};
@@ -59,6 +59,7 @@ impl Harness {
         .unwrap();
         let services = Services {
             ownership: Arc::new(MemoryOwnership::new(10_000)),
+            nodes: Arc::new(MemoryNodes::new(16)),
             callflows: callflows.clone(),
             debug: debug.clone(),
             webhook,

@@ -44,6 +44,14 @@ pub trait LiveCalls: Send + Sync + 'static {
     fn metrics_text(&self) -> String;
     /// Whether the node takes new calls: accepting and every switch connected.
     fn ready(&self) -> bool;
+    /// The id and advertised API address of the live node that owns `call_id`, when that is
+    /// another node (owner routing). Single-node set-ups have none.
+    fn owner_address<'a>(
+        &'a self,
+        _call_id: &'a str,
+    ) -> pivot_cluster::BoxFuture<'a, Option<(String, String)>> {
+        Box::pin(std::future::ready(None))
+    }
 }
 
 impl LiveCalls for Engine {
@@ -70,6 +78,13 @@ impl LiveCalls for Engine {
     fn ready(&self) -> bool {
         self.is_accepting() && self.switches_connected()
     }
+
+    fn owner_address<'a>(
+        &'a self,
+        call_id: &'a str,
+    ) -> pivot_cluster::BoxFuture<'a, Option<(String, String)>> {
+        Box::pin(Engine::owner_address(self, call_id))
+    }
 }
 
 /// Everything the handlers share.
@@ -83,6 +98,73 @@ pub struct ApiState {
     pub metrics: Metrics,
     /// Set on SIGTERM: `/readyz` answers 503 so load balancers stop sending work.
     pub draining: Arc<AtomicBool>,
+    /// Forwards live-call requests to the node that owns the call (owner routing); `None`
+    /// in single-node set-ups.
+    pub forwarder: Option<reqwest::Client>,
+}
+
+/// Marks a request forwarded by a peer, so it is never forwarded again (no loops).
+const FORWARDED_HEADER: &str = "x-pivot-forwarded-by";
+
+/// Sends a live-call request on to the node that owns the call, and its answer back as is.
+/// `None` when this node should answer itself (no other owner, or already forwarded once).
+async fn forward_to_owner(
+    req: &HttpRequest,
+    state: &ApiState,
+    call_id: &str,
+    body: Option<&[u8]>,
+) -> Option<HttpResponse> {
+    let client = state.forwarder.as_ref()?;
+    if req.headers().contains_key(FORWARDED_HEADER) {
+        return None;
+    }
+    let (node, address) = state.live.owner_address(call_id).await?;
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.path().to_owned(), |p| p.as_str().to_owned());
+    let url = format!("{}{path}", address.trim_end_matches('/'));
+    // actix-web and reqwest use different versions of the `http` crate: the method crosses
+    // as its name.
+    let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes()).ok()?;
+    let mut forwarded = client
+        .request(method, &url)
+        .header(FORWARDED_HEADER, node.as_str());
+    for name in ["x-auth-token", "content-type"] {
+        if let Some(value) = req.headers().get(name) {
+            forwarded = forwarded.header(name, value.as_bytes());
+        }
+    }
+    if let Some(body) = body {
+        forwarded = forwarded.body(body.to_vec());
+    }
+    let answer = match forwarded.send().await {
+        Ok(answer) => answer,
+        Err(error) => {
+            tracing::warn!(%call_id, %node, %error, "owner routing failed");
+            return Some(
+                V2Error::new(
+                    StatusCode::BAD_GATEWAY,
+                    "owner_unreachable",
+                    format!("call {call_id} is owned by node {node}, which did not answer"),
+                )
+                .error_response(),
+            );
+        }
+    };
+    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let content_type = answer
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_owned();
+    let bytes = answer.bytes().await.unwrap_or_default();
+    Some(
+        HttpResponse::build(status)
+            .content_type(content_type)
+            .body(bytes),
+    )
 }
 
 /// Who may call the v2 API.
@@ -930,7 +1012,15 @@ async fn get_channel(
 ) -> Reply {
     let (account_id, call_id) = path.into_inner();
     let who = authorize(&req, &state.auth, &account_id)?;
-    let info = own_channel(state.live.as_ref(), &account_id, &call_id)?;
+    let info = match own_channel(state.live.as_ref(), &account_id, &call_id) {
+        Ok(info) => info,
+        Err(not_here) => {
+            return match forward_to_owner(&req, &state, &call_id, None).await {
+                Some(answer) => Ok(answer),
+                None => Err(not_here),
+            };
+        }
+    };
     Success::ok(channel_json(&info)?).send(&who)
 }
 
@@ -1016,7 +1106,12 @@ async fn control_channel(
     let who = authorize(&req, &state.auth, &account_id)?;
     let body = body_bytes(body)?;
     let action = parse_action(&body)?;
-    own_channel(state.live.as_ref(), &account_id, &call_id)?;
+    if let Err(not_here) = own_channel(state.live.as_ref(), &account_id, &call_id) {
+        return match forward_to_owner(&req, &state, &call_id, Some(&body)).await {
+            Some(answer) => Ok(answer),
+            None => Err(not_here),
+        };
+    }
     let (name, result) = match &action {
         Action::Redirect { url, method } => {
             ("redirect", state.live.redirect(&call_id, url, *method))
@@ -1154,6 +1249,7 @@ mod tests {
             limits: Limits::default(),
             metrics,
             draining: Arc::new(AtomicBool::new(false)),
+            forwarder: None,
         });
         Fixture { state, live, debug }
     }

@@ -164,6 +164,8 @@ pub struct ClusterConfig {
     pub backend: ClusterBackend,
     pub redis_url: String,
     pub lease_ms: u64,
+    /// A node ranked n-th for a new call waits n times this before claiming it.
+    pub claim_grace_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -316,6 +318,7 @@ impl Default for ClusterConfig {
             backend: ClusterBackend::Memory,
             redis_url: "redis://127.0.0.1:6379".to_owned(),
             lease_ms: 5000,
+            claim_grace_ms: 300,
         }
     }
 }

@@ -14,9 +14,12 @@ use std::time::Duration;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use pivot_cluster::{
-    Callflow, CallflowStore, DebugLimits, MemoryCallflows, MemoryDebugStore, MemoryOwnership,
+    Callflow, CallflowStore, DebugLimits, DebugStore, MemoryCallflows, MemoryDebugStore,
+    MemoryNodes, MemoryOwnership, Nodes, Ownership, RedisCluster, RedisOptions,
 };
-use pivot_engine::{AccountSettings, Engine, EngineConfig, Metrics, Services, TtsSettings};
+use pivot_engine::{
+    AccountSettings, ClusterSettings, Engine, EngineConfig, Metrics, Services, TtsSettings,
+};
 use pivot_switch::sim::{SimConfig, Simulator};
 use pivot_switch::{SwitchClient, SwitchConfig, SwitchEvent};
 use pivot_webhook::{ClientConfig, WebhookClient};
@@ -29,6 +32,8 @@ use crate::config::{ClusterBackend, Config, DEMO_ACCOUNT_ID, SwitchKind};
 const EVENT_QUEUE: usize = 16 * 1024;
 /// Callflows one node's memory store holds.
 const MAX_CALLFLOWS: usize = 100_000;
+/// Nodes one in-memory registry tracks (a single node uses one).
+const MAX_NODES: usize = 64;
 /// How long live calls may take to finish on SIGTERM before they are handed over.
 const DRAIN_GRACE: Duration = Duration::from_secs(25);
 
@@ -123,19 +128,10 @@ async fn node(config: Config, demo: bool) -> anyhow::Result<()> {
             .set(0);
     }
 
-    let ownership = match config.cluster.backend {
-        ClusterBackend::Memory => Arc::new(MemoryOwnership::new(config.engine.max_calls)),
-        ClusterBackend::Redis => anyhow::bail!(
-            "cluster.backend = \"redis\" is not available in this build yet; use \"memory\""
-        ),
+    let stores = match config.cluster.backend {
+        ClusterBackend::Memory => Stores::memory(&config),
+        ClusterBackend::Redis => Stores::redis(&config).await?,
     };
-    let callflows: Arc<dyn CallflowStore> = Arc::new(MemoryCallflows::new(MAX_CALLFLOWS));
-    let debug = Arc::new(MemoryDebugStore::new(DebugLimits {
-        retention: Duration::from_secs(config.debug.retention_s),
-        max_entries_per_call: config.debug.max_entries_per_call,
-        max_calls: config.debug.max_calls,
-        ..DebugLimits::default()
-    }));
     let limits = pivot_flow::Limits {
         max_body_bytes: config.webhook.max_body_bytes,
         ..pivot_flow::Limits::default()
@@ -152,9 +148,10 @@ async fn node(config: Config, demo: bool) -> anyhow::Result<()> {
     let engine = Engine::start(
         engine_config(&config, limits),
         Services {
-            ownership,
-            callflows: Arc::clone(&callflows),
-            debug: debug.clone(),
+            ownership: Arc::clone(&stores.ownership),
+            nodes: Arc::clone(&stores.nodes),
+            callflows: Arc::clone(&stores.callflows),
+            debug: Arc::clone(&stores.debug),
             webhook,
             metrics: metrics.clone(),
         },
@@ -165,12 +162,21 @@ async fn node(config: Config, demo: bool) -> anyhow::Result<()> {
     let draining = Arc::new(AtomicBool::new(false));
     let state = web::Data::new(ApiState {
         live: Arc::new(engine.clone()),
-        callflows: Arc::clone(&callflows),
-        debug,
+        callflows: Arc::clone(&stores.callflows),
+        debug: Arc::clone(&stores.debug),
         auth: auth(&config),
         limits,
         metrics: metrics.clone(),
         draining: Arc::clone(&draining),
+        forwarder: (config.cluster.backend == ClusterBackend::Redis)
+            .then(|| {
+                reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .no_proxy()
+                    .build()
+                    .ok()
+            })
+            .flatten(),
     });
     let listen: SocketAddr = config.api.listen.parse().context("api.listen")?;
     if state.auth.open() && !listen.ip().is_loopback() {
@@ -201,7 +207,7 @@ async fn node(config: Config, demo: bool) -> anyhow::Result<()> {
     let server_task = actix_web::rt::spawn(server);
 
     if demo {
-        install_demo(&*callflows, bound).await?;
+        install_demo(&*stores.callflows, bound).await?;
     }
     // One line for people and for tests that start pivotd on port 0.
     println!(
@@ -230,6 +236,55 @@ async fn node(config: Config, demo: bool) -> anyhow::Result<()> {
     }
     tracing::info!(node = %config.node.id, "pivotd stopped");
     Ok(())
+}
+
+/// The cluster backend's four services.
+struct Stores {
+    ownership: Arc<dyn Ownership>,
+    nodes: Arc<dyn Nodes>,
+    callflows: Arc<dyn CallflowStore>,
+    debug: Arc<dyn DebugStore>,
+}
+
+impl Stores {
+    fn memory(config: &Config) -> Stores {
+        Stores {
+            ownership: Arc::new(MemoryOwnership::new(config.engine.max_calls)),
+            nodes: Arc::new(MemoryNodes::new(MAX_NODES)),
+            callflows: Arc::new(MemoryCallflows::new(MAX_CALLFLOWS)),
+            debug: Arc::new(MemoryDebugStore::new(debug_limits(config))),
+        }
+    }
+
+    /// Redis, connected lazily: a node started while its Redis is down runs, is not ready
+    /// (its heartbeat fails, so it claims nothing) and reconnects with backoff — no crash loop.
+    async fn redis(config: &Config) -> anyhow::Result<Stores> {
+        let options = RedisOptions {
+            lease: Duration::from_millis(config.cluster.lease_ms),
+            debug: debug_limits(config),
+            ..RedisOptions::default()
+        };
+        let cluster = Arc::new(
+            RedisCluster::connect_lazy(&config.cluster.redis_url, options)
+                .await
+                .context("cluster.redis_url")?,
+        );
+        Ok(Stores {
+            ownership: cluster.clone(),
+            nodes: cluster.clone(),
+            callflows: cluster.clone(),
+            debug: cluster,
+        })
+    }
+}
+
+fn debug_limits(config: &Config) -> DebugLimits {
+    DebugLimits {
+        retention: Duration::from_secs(config.debug.retention_s),
+        max_entries_per_call: config.debug.max_entries_per_call,
+        max_calls: config.debug.max_calls,
+        ..DebugLimits::default()
+    }
 }
 
 fn engine_config(config: &Config, limits: pivot_flow::Limits) -> EngineConfig {
@@ -273,6 +328,11 @@ fn engine_config(config: &Config, limits: pivot_flow::Limits) -> EngineConfig {
         default_request_timeout: Duration::from_millis(config.webhook.default_timeout_ms),
         max_restarts: engine.max_restarts,
         panic_marker: std::env::var("PIVOT_TEST_PANIC_MARKER").ok(),
+        cluster: ClusterSettings {
+            lease: Duration::from_millis(config.cluster.lease_ms),
+            claim_grace: Duration::from_millis(config.cluster.claim_grace_ms),
+            advertise: config.advertise_url(),
+        },
         ..EngineConfig::default()
     }
 }

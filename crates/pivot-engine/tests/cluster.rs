@@ -1,0 +1,246 @@
+//! Several engines (nodes) in one process sharing one simulator and one in-memory cluster:
+//! each call is driven by exactly one node, a node that dies has its calls resumed by a
+//! survivor, a node that drains hands its calls over. The same engine code runs against Redis
+//! in pivotd's black-box tests.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pivot_cluster::{
+    Callflow, CallflowStore, DebugLimits, MemoryCallflows, MemoryDebugStore, MemoryNodes,
+    MemoryOwnership,
+};
+use pivot_engine::{ClusterSettings, Engine, EngineConfig, Metrics, Services};
+use pivot_switch::sim::{CallView, NewCall, SimConfig, Simulator};
+use pivot_switch::{SwitchClient, SwitchConfig};
+use pivot_webhook::{ClientConfig, WebhookClient};
+use serde_json::json;
+use tokio::sync::mpsc;
+use wiremock::matchers::path;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const LEASE: Duration = Duration::from_millis(800);
+
+struct Cluster {
+    sim: Simulator,
+    nodes: Vec<Option<Engine>>,
+}
+
+async fn cluster(count: usize, time_scale: f64, app: &str) -> Cluster {
+    let sim = Simulator::start(SimConfig {
+        time_scale,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let ownership = Arc::new(MemoryOwnership::new(100_000));
+    let registry = Arc::new(MemoryNodes::new(16));
+    let callflows = Arc::new(MemoryCallflows::new(10));
+    callflows
+        .put(Callflow {
+            id: String::new(),
+            account_id: "0123456789abcdef0123456789abcdef".into(),
+            name: None,
+            numbers: vec!["3004".into()],
+            patterns: vec![],
+            flow: json!({"module": "pivot", "data": {"voice_url": app, "req_format": "twiml"}}),
+        })
+        .await
+        .unwrap();
+    let debug = Arc::new(MemoryDebugStore::new(DebugLimits::default()));
+    let mut nodes = Vec::new();
+    for n in 0..count {
+        let (tx, rx) = mpsc::channel(16 * 1024);
+        let switch = SwitchClient::start(
+            SwitchConfig::new("sim", sim.esl_addr().to_string(), "ClueCon"),
+            tx,
+        );
+        let engine = Engine::start(
+            EngineConfig {
+                node_id: format!("node-{n}"),
+                arbiters: 1,
+                cluster: ClusterSettings {
+                    lease: LEASE,
+                    claim_grace: Duration::from_millis(150),
+                    advertise: format!("http://node-{n}"),
+                },
+                ..EngineConfig::default()
+            },
+            Services {
+                ownership: ownership.clone(),
+                nodes: registry.clone(),
+                callflows: callflows.clone(),
+                debug: debug.clone(),
+                webhook: WebhookClient::new(ClientConfig {
+                    allow_cidrs: vec!["127.0.0.0/8".parse().unwrap()],
+                    ..ClientConfig::default()
+                })
+                .unwrap(),
+                metrics: Metrics::new().unwrap(),
+            },
+            vec![switch],
+            rx,
+        );
+        nodes.push(Some(engine));
+    }
+    // Every node connected and seen live by the others (a few heartbeats).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !nodes.iter().flatten().all(Engine::switches_connected) {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(LEASE / 2).await;
+    Cluster { sim, nodes }
+}
+
+impl Cluster {
+    fn call(&self) -> String {
+        self.sim.place_call(NewCall {
+            to: "3004".into(),
+            from: "caller".into(),
+            caller_id_name: "Caller".into(),
+            caller_id_number: "+15550000000".into(),
+            ..NewCall::default()
+        })
+    }
+
+    async fn finished(&self, calls: &[String], within: Duration) -> Vec<CallView> {
+        let deadline = Instant::now() + within;
+        loop {
+            let views: Vec<CallView> = calls.iter().map(|c| self.sim.call(c).unwrap()).collect();
+            if views.iter().all(|v| v.state == "hungup") {
+                return views;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} calls still up",
+                views.iter().filter(|v| v.state != "hungup").count()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// For each call: the (connection, epoch) pairs its executes came from.
+    fn drivers(&self) -> BTreeMap<String, BTreeSet<(u64, u64)>> {
+        let mut drivers: BTreeMap<String, BTreeSet<(u64, u64)>> = BTreeMap::new();
+        for command in self.sim.command_log() {
+            let (Some(call), Some(uuid)) = (command.call_id, command.event_uuid) else {
+                continue;
+            };
+            let epoch = uuid
+                .split(':')
+                .rev()
+                .nth(1)
+                .and_then(|e| e.parse().ok())
+                .unwrap_or(0);
+            drivers
+                .entry(call)
+                .or_default()
+                .insert((command.connection, epoch));
+        }
+        drivers
+    }
+}
+
+fn spoken(view: &CallView) -> Vec<String> {
+    view.events
+        .iter()
+        .filter(|e| e.kind == "spoke")
+        .filter_map(|e| e.text.clone())
+        .collect()
+}
+
+fn twiml(body: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200)
+        .insert_header("content-type", "application/xml")
+        .set_body_string(body)
+}
+
+#[actix_rt::test]
+async fn each_call_is_driven_by_exactly_one_of_three_nodes() {
+    let app = MockServer::start().await;
+    Mock::given(path("/ivr"))
+        .respond_with(twiml("<Response><Say>hello</Say></Response>"))
+        .mount(&app)
+        .await;
+    let cluster = cluster(3, 0.0, &format!("{}/ivr", app.uri())).await;
+    let calls: Vec<String> = (0..300).map(|_| cluster.call()).collect();
+    let views = cluster.finished(&calls, Duration::from_secs(30)).await;
+    for view in &views {
+        assert_eq!(spoken(view), vec!["hello"], "{view:#?}");
+    }
+    let drivers = cluster.drivers();
+    let mut per_connection: BTreeMap<u64, usize> = BTreeMap::new();
+    for call in &calls {
+        let set = &drivers[call];
+        assert_eq!(set.len(), 1, "call {call} driven by {set:?}");
+        *per_connection
+            .entry(set.iter().next().unwrap().0)
+            .or_default() += 1;
+    }
+    // Rendezvous hashing spreads the calls over every node.
+    assert_eq!(per_connection.len(), 3, "{per_connection:?}");
+}
+
+#[actix_rt::test]
+async fn a_dead_nodes_calls_are_resumed_by_survivors_within_the_lease_and_two_seconds() {
+    let app = MockServer::start().await;
+    Mock::given(path("/ivr"))
+        .respond_with(twiml(
+            "<Response><Play>tone_stream://%(2500,0,440)</Play><Say>done</Say></Response>",
+        ))
+        .mount(&app)
+        .await;
+    let mut cluster = cluster(3, 1.0, &format!("{}/ivr", app.uri())).await;
+    let calls: Vec<String> = (0..30).map(|_| cluster.call()).collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Every call is in its playback; node-0 dies without a word (its actors and heartbeat stop).
+    let victim = cluster.nodes[0].take().unwrap();
+    let victims_calls = victim.channels(None).len();
+    assert!(victims_calls > 0, "node-0 drove no call");
+    victim.shutdown();
+    let killed = Instant::now();
+    let views = cluster.finished(&calls, Duration::from_secs(15)).await;
+    for view in &views {
+        assert_eq!(spoken(view), vec!["done"], "{view:#?}");
+    }
+    let drivers = cluster.drivers();
+    let resumed: Vec<&String> = calls.iter().filter(|c| drivers[*c].len() > 1).collect();
+    assert_eq!(resumed.len(), victims_calls, "{drivers:?}");
+    for call in &resumed {
+        let epochs: BTreeSet<u64> = drivers[*call].iter().map(|d| d.1).collect();
+        assert_eq!(epochs.len(), 2, "one epoch per owner: {:?}", drivers[*call]);
+    }
+    // Resumed within lease + 2 s: the replayed playback (2.5 s) plus the Say ended in time.
+    assert!(
+        killed.elapsed() < LEASE + Duration::from_secs(2) + Duration::from_millis(3_500),
+        "{:?}",
+        killed.elapsed()
+    );
+}
+
+#[actix_rt::test]
+async fn a_draining_node_hands_its_calls_over_and_none_is_lost() {
+    let app = MockServer::start().await;
+    Mock::given(path("/ivr"))
+        .respond_with(twiml(
+            "<Response><Play>tone_stream://%(2000,0,440)</Play><Say>done</Say></Response>",
+        ))
+        .mount(&app)
+        .await;
+    let mut cluster = cluster(2, 1.0, &format!("{}/ivr", app.uri())).await;
+    let calls: Vec<String> = (0..20).map(|_| cluster.call()).collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let leaving = cluster.nodes[0].take().unwrap();
+    assert!(!leaving.channels(None).is_empty());
+    let handed_over = leaving.drain(Duration::ZERO).await;
+    assert!(handed_over > 0);
+    assert_eq!(leaving.active_calls(), 0);
+    leaving.shutdown();
+    let views = cluster.finished(&calls, Duration::from_secs(10)).await;
+    for view in &views {
+        assert_eq!(spoken(view), vec!["done"], "{view:#?}");
+    }
+}
