@@ -34,7 +34,7 @@ fmt:
 ## bench: every benchmark, each printed beside its baseline from the same run, with ratios:
 ## parse throughput (pivot-flow) and the whole webhook exchange (pivot-webhook).
 bench:
-	$(CARGO) bench --workspace --locked --bench parse --bench exchange --bench codec --bench lifecycle --bench setup
+	$(CARGO) bench --workspace --locked --bench parse --bench exchange --bench codec --bench lifecycle --bench setup --bench cluster
 
 ## fuzz: one minute per parser with cargo-fuzz on stable (`cargo install cargo-fuzz`); not in CI.
 FUZZ_SECONDS ?= 60

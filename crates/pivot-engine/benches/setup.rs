@@ -12,19 +12,13 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_web::{App, HttpResponse, HttpServer, web};
-use pivot_cluster::{
-    Callflow, CallflowStore, DebugLimits, MemoryCallflows, MemoryDebugStore, MemoryNodes,
-    MemoryOwnership,
-};
-use pivot_engine::{Engine, EngineConfig, Metrics, Services, SetupObserver};
-use pivot_switch::sim::{NewCall, SimConfig, Simulator};
-use pivot_switch::{SwitchClient, SwitchConfig};
-use pivot_webhook::{ClientConfig, WebhookClient};
-use tokio::sync::mpsc;
+use pivot_switch::sim::{SimConfig, Simulator};
+
+mod support;
+
+use support::{ChildGuard, new_call, node, start_app};
 
 /// The allocator pivotd ships with (crates/pivotd/src/main.rs).
 #[global_allocator]
@@ -104,40 +98,6 @@ fn quantiles(mut samples: Vec<Duration>) -> Quantiles {
     }
 }
 
-/// The pivot app: a one-verb TwiML document, and one that plays forever (for holding calls).
-fn start_app() -> String {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        actix_rt::System::new().block_on(async move {
-            let server = HttpServer::new(|| {
-                App::new()
-                    .route(
-                        "/say",
-                        web::to(|| async {
-                            HttpResponse::Ok()
-                                .content_type("application/xml")
-                                .body("<Response><Say>Hello</Say></Response>")
-                        }),
-                    )
-                    .route(
-                        "/hold",
-                        web::to(|| async {
-                            HttpResponse::Ok()
-                                .content_type("application/xml")
-                                .body("<Response><Play>silence_stream://-1</Play></Response>")
-                        }),
-                    )
-            })
-            .workers(1)
-            .bind("127.0.0.1:0")
-            .unwrap();
-            tx.send(server.addrs()[0]).unwrap();
-            server.run().await.unwrap();
-        });
-    });
-    format!("http://{}", rx.recv().unwrap())
-}
-
 async fn raw_round_trips(url: &str, count: usize) -> Quantiles {
     let client = reqwest::Client::new();
     let mut samples = Vec::with_capacity(count);
@@ -158,77 +118,6 @@ async fn raw_round_trips(url: &str, count: usize) -> Quantiles {
         }
     }
     quantiles(samples)
-}
-
-struct Node {
-    engine: Engine,
-    metrics: Metrics,
-    setups: Arc<Mutex<Vec<Duration>>>,
-}
-
-async fn node(app: &str, path: &str, esl: String, max_calls: usize) -> Node {
-    let (tx, rx) = mpsc::channel(64 * 1024);
-    let switch = SwitchClient::start(SwitchConfig::new("sim", esl, "ClueCon"), tx);
-    let callflows = Arc::new(MemoryCallflows::new(10));
-    callflows
-        .put(Callflow {
-            id: String::new(),
-            account_id: "0123456789abcdef0123456789abcdef".into(),
-            name: None,
-            numbers: vec!["3004".into()],
-            patterns: vec![],
-            flow: serde_json::json!({"module": "pivot", "data": {
-                "voice_url": format!("{app}{path}"), "req_format": "twiml"}}),
-        })
-        .await
-        .unwrap();
-    let metrics = Metrics::new().unwrap();
-    let setups = Arc::new(Mutex::new(Vec::new()));
-    let observer = {
-        let setups = Arc::clone(&setups);
-        SetupObserver(Arc::new(move |d| setups.lock().unwrap().push(d)))
-    };
-    let engine = Engine::start(
-        EngineConfig {
-            arbiters: 2,
-            max_calls,
-            setup_observer: Some(observer),
-            ..EngineConfig::default()
-        },
-        Services {
-            ownership: Arc::new(MemoryOwnership::new(max_calls)),
-            nodes: Arc::new(MemoryNodes::new(16)),
-            callflows,
-            debug: Arc::new(MemoryDebugStore::new(DebugLimits::default())),
-            webhook: WebhookClient::new(ClientConfig {
-                allow_cidrs: vec!["127.0.0.0/8".parse().unwrap()],
-                pool_idle_per_host: 256,
-                ..ClientConfig::default()
-            })
-            .unwrap(),
-            metrics: metrics.clone(),
-        },
-        vec![switch],
-        rx,
-    );
-    while !engine.switches_connected() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    Node {
-        engine,
-        metrics,
-        setups,
-    }
-}
-
-fn new_call() -> NewCall {
-    NewCall {
-        to: "3004".into(),
-        from: "bench".into(),
-        caller_id_name: "Bench".into(),
-        caller_id_number: "+15550000000".into(),
-        ..NewCall::default()
-    }
 }
 
 struct Setups {
@@ -341,17 +230,6 @@ async fn hold(app: &str, calls: usize) -> Hold {
         calls: active,
         rss_before,
         rss_after,
-    }
-}
-
-/// Kills the simulator child however the benchmark ends (a panic included), so it never
-/// outlives the run holding the output pipe open.
-struct ChildGuard(std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -19,6 +19,8 @@ use crate::engine::{Shared, resume};
 const FENCE_AFTER: f64 = 0.6;
 /// Calls of one dead node looked at per takeover round.
 const TAKEOVER_BATCH: usize = 10_000;
+/// Adoptions in flight at once.
+const ADOPT_CONCURRENCY: usize = 256;
 
 /// Cluster timing.
 #[derive(Debug, Clone)]
@@ -147,6 +149,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 seen.remove(&dead_node);
                 continue;
             }
+            // Adoptions run side by side (each is a few Redis and switch round trips), so a
+            // node's thousands of calls resume within the lease, not one after another.
+            let mut adopting = tokio::task::JoinSet::new();
             for call in calls {
                 let position = rendezvous_rank(&call.call_id, &live_ids)
                     .iter()
@@ -154,9 +159,14 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     .unwrap_or(0);
                 // The best-ranked survivor adopts at once, the next ones only if it has not.
                 if since.elapsed() >= settings.claim_grace * position as u32 {
-                    adopt(&shared, call).await;
+                    if adopting.len() >= ADOPT_CONCURRENCY {
+                        let _ = adopting.join_next().await;
+                    }
+                    let shared = Arc::clone(&shared);
+                    adopting.spawn(async move { adopt(&shared, call).await });
                 }
             }
+            while adopting.join_next().await.is_some() {}
         }
     }
 }

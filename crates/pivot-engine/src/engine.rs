@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use pivot_cluster::{CallflowStore, DebugStore, Lease, NodeInfo, Nodes, Ownership};
+use pivot_cluster::{CallflowStore, ClusterError, DebugStore, Lease, NodeInfo, Nodes, Ownership};
 use pivot_flow::HttpMethod;
-use pivot_switch::{SwitchClient, SwitchEvent};
+use pivot_switch::{SwitchClient, SwitchError, SwitchEvent};
 use pivot_webhook::WebhookClient;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -140,7 +140,10 @@ impl Engine {
             .collect();
         let shared = Arc::new(Shared {
             config,
-            ownership: services.ownership,
+            ownership: crate::timed::TimedOwnership::wrap(
+                services.ownership,
+                services.metrics.clone(),
+            ),
             nodes: services.nodes,
             callflows: services.callflows,
             debug: services.debug,
@@ -543,11 +546,7 @@ async fn supervise(
             return;
         }
     }
-    let lease = match shared
-        .ownership
-        .claim(&call_id, &state.call.account_id, &shared.config.node_id)
-        .await
-    {
+    let lease = match claim(&shared, &call_id, &state.call.account_id).await {
         Ok(Some(lease)) => {
             shared
                 .metrics
@@ -585,6 +584,46 @@ async fn supervise(
     )
     .await;
     finish_call(&shared, &lease, ending).await;
+}
+
+/// Attempts at a claim whose answer did not come (the backend was unreachable or slow).
+const CLAIM_ATTEMPTS: u32 = 3;
+
+/// Claims a new call. A claim that timed out may still have been made: the record is read back
+/// before trying again, so that a call this node owns in the backend is never left undriven (no
+/// peer would ever take it: its owner is alive).
+async fn claim(
+    shared: &Shared,
+    call_id: &str,
+    account_id: &str,
+) -> Result<Option<Lease>, ClusterError> {
+    let node = &shared.config.node_id;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let error = match shared.ownership.claim(call_id, account_id, node).await {
+            Err(ClusterError::Unavailable(message)) => ClusterError::Unavailable(message),
+            other => return other,
+        };
+        match shared.ownership.owner(call_id).await {
+            Ok(Some(owner)) if !owner.released && owner.node == *node => {
+                return Ok(Some(Lease {
+                    call_id: call_id.to_owned(),
+                    node: node.clone(),
+                    epoch: owner.epoch,
+                }));
+            }
+            Ok(Some(owner)) if !owner.released => return Ok(None),
+            // Not claimed (or released): the claim may be tried again.
+            Ok(_) => {}
+            // Unknown either way: the next attempt's claim or read decides.
+            Err(_) => {}
+        }
+        if attempt >= CLAIM_ATTEMPTS {
+            return Err(error);
+        }
+        tokio::time::sleep(Duration::from_millis(50) * attempt).await;
+    }
 }
 
 /// Waits `grace` for better-ranked nodes to take the call; `false` when one did (its events
@@ -639,10 +678,10 @@ pub(crate) async fn resume(shared: &Arc<Shared>, lease: Lease) {
         let _ = shared.ownership.release(&lease).await;
         return;
     };
-    if switch
-        .api(&format!("uuid_exists {call_id}"))
-        .await
-        .is_ok_and(|answer| answer.trim() == "false")
+    // Whatever the previous owner queued is stale; breaking it also tells whether the channel
+    // still exists (FreeSWITCH answers `-ERR No such channel!`), in one round trip.
+    if let Err(SwitchError::Refused(reason)) = switch.break_all(&call_id).await
+        && reason.contains("No such channel")
     {
         not_resumed("the channel is gone");
         let _ = shared.ownership.finish(&lease).await;
@@ -695,7 +734,6 @@ pub(crate) async fn resume(shared: &Arc<Shared>, lease: Lease) {
             shared: Arc::clone(&shared),
             call_id: call_id.clone(),
         };
-        let _ = switch.break_all(&call_id).await;
         let ending = run_supervised(
             &shared,
             state,

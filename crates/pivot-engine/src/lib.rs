@@ -24,6 +24,7 @@ pub mod config;
 pub mod engine;
 pub mod metrics;
 pub mod state;
+mod timed;
 
 pub use cluster::ClusterSettings;
 pub use config::{AccountSettings, EngineConfig, SetupObserver, TtsSettings};

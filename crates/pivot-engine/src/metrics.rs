@@ -12,6 +12,10 @@ use pivot_webhook::FailureCause;
 const WEBHOOK_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
 ];
+/// Lease operations: a Redis round trip, 0.5 ms … 250 ms (and beyond: a struggling Redis).
+const CLUSTER_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
 /// Setup (park → first command) is mostly one webhook round trip.
 const SETUP_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -34,6 +38,7 @@ pub struct Metrics {
     pub cluster_takeovers: IntCounter,
     pub cluster_fencing: IntCounter,
     pub cluster_redis_errors: IntCounterVec,
+    pub cluster_op_duration: HistogramVec,
     pub cdr_posts: IntCounterVec,
     pub actor_restarts: IntCounter,
     pub stalled_steps: IntCounterVec,
@@ -71,6 +76,15 @@ impl Metrics {
             &["format", "method", "outcome"],
         )?;
         registry.register(Box::new(webhook_duration.clone()))?;
+        let cluster_op_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "pivot_cluster_op_duration_seconds",
+                "Duration of call-ownership operations on the cluster backend (Redis), by operation.",
+            )
+            .buckets(CLUSTER_BUCKETS.to_vec()),
+            &["op"],
+        )?;
+        registry.register(Box::new(cluster_op_duration.clone()))?;
         let call_setup = Histogram::with_opts(
             HistogramOpts::new(
                 "pivot_call_setup_seconds",
@@ -137,6 +151,7 @@ impl Metrics {
                 "Times this node fenced itself (its lease could not be proven) or an actor found \
                  its call owned by a newer epoch.",
             )?,
+            cluster_op_duration,
             cluster_redis_errors: counter_vec(
                 "pivot_cluster_redis_errors_total",
                 "Errors from the cluster backend by operation.",
