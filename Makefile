@@ -2,12 +2,16 @@
 CARGO ?= cargo
 EXAMPLES := examples/kazoo-ivr.json examples/twiml-ivr.xml examples/seed-pivot-callflow.json examples/seed-say-record.json
 
-.PHONY: run examples test lint fmt bench fuzz build clean
+.PHONY: run examples cluster test lint fmt bench fuzz build clean
 
 ## run: the embedded default — simulator switch, in-memory cluster, API on 127.0.0.1:8080 and a
 ## demo pivot IVR on number 3004. In another terminal: `./target/debug/pivotd call 3004 --digits 2`.
 run: build
 	./target/debug/pivotd
+
+## cluster: redis-server, a simulator and three pivotd nodes sharing them, for a person to try.
+cluster: build
+	./scripts/cluster.sh
 
 ## examples: validate the bundled pivot documents with `pivotd check`.
 examples: build

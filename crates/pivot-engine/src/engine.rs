@@ -543,6 +543,11 @@ async fn supervise(
     if rank > 0 {
         let grace = shared.config.cluster.claim_grace * u32::try_from(rank).unwrap_or(u32::MAX);
         if !still_unclaimed(&shared, &call_id, &mut mailbox, grace).await {
+            shared
+                .metrics
+                .cluster_claims
+                .with_label_values(&["lost"])
+                .inc();
             return;
         }
     }
