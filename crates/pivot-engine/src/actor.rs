@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use pivot_cluster::{ClusterError, DebugEntry, Lease};
@@ -1410,6 +1411,9 @@ impl<'m> CallActor<'m> {
             Some(CallMsg::Redirect { url, method }) => Err(Stop::Redirect { url, method }),
             Some(CallMsg::Hangup) => Err(Stop::ApiHangup),
             Some(CallMsg::HandOver) => Err(Stop::HandOver),
+            // Stale once the node has proven its lease again: the call is still this node's
+            // (a peer that adopted it meanwhile fences the next checkpoint).
+            Some(CallMsg::Fence) if !self.shared.fenced.load(Ordering::Acquire) => Ok(()),
             Some(CallMsg::Fence) => Err(Stop::Fenced),
         }
     }

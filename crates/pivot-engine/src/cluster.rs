@@ -82,6 +82,21 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     last_renewal = Instant::now();
                     if shared.fenced.swap(false, Ordering::AcqRel) {
                         tracing::info!(%node, "lease proven: taking calls");
+                        // Calls this node stopped commanding while fenced (or drove before a
+                        // restart) are still recorded as its own, so no peer adopts them: it
+                        // takes them back itself.
+                        match shared.ownership.calls_of_node(&node, TAKEOVER_BATCH).await {
+                            Ok(own) => {
+                                let orphans = own
+                                    .into_iter()
+                                    .filter(|c| !shared.has_call(&c.call_id))
+                                    .collect();
+                                adopt_all(&shared, orphans).await;
+                            }
+                            Err(error) => {
+                                tracing::warn!(%node, %error, "own calls not read after fencing");
+                            }
+                        }
                     }
                 }
                 Err(error) => {
@@ -149,26 +164,34 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 seen.remove(&dead_node);
                 continue;
             }
-            // Adoptions run side by side (each is a few Redis and switch round trips), so a
-            // node's thousands of calls resume within the lease, not one after another.
-            let mut adopting = tokio::task::JoinSet::new();
-            for call in calls {
-                let position = rendezvous_rank(&call.call_id, &live_ids)
-                    .iter()
-                    .position(|n| *n == node)
-                    .unwrap_or(0);
-                // The best-ranked survivor adopts at once, the next ones only if it has not.
-                if since.elapsed() >= settings.claim_grace * position as u32 {
-                    if adopting.len() >= ADOPT_CONCURRENCY {
-                        let _ = adopting.join_next().await;
-                    }
-                    let shared = Arc::clone(&shared);
-                    adopting.spawn(async move { adopt(&shared, call).await });
-                }
-            }
-            while adopting.join_next().await.is_some() {}
+            // The best-ranked survivor adopts at once, the next ones only if it has not.
+            let mine = calls
+                .into_iter()
+                .filter(|call| {
+                    let position = rendezvous_rank(&call.call_id, &live_ids)
+                        .iter()
+                        .position(|n| *n == node)
+                        .unwrap_or(0);
+                    since.elapsed() >= settings.claim_grace * position as u32
+                })
+                .collect();
+            adopt_all(&shared, mine).await;
         }
     }
+}
+
+/// Adopts `calls` side by side (each is a few Redis and switch round trips), so a node's
+/// thousands of calls resume within the lease, not one after another.
+async fn adopt_all(shared: &Arc<Shared>, calls: Vec<CallOwner>) {
+    let mut adopting = tokio::task::JoinSet::new();
+    for call in calls {
+        if adopting.len() >= ADOPT_CONCURRENCY {
+            let _ = adopting.join_next().await;
+        }
+        let shared = Arc::clone(shared);
+        adopting.spawn(async move { adopt(&shared, call).await });
+    }
+    while adopting.join_next().await.is_some() {}
 }
 
 async fn adopt(shared: &Arc<Shared>, call: CallOwner) {
