@@ -578,6 +578,19 @@ async fn supervise(
             return;
         }
     };
+    // A claim made later than a better-ranked node would wait (or with no grace at all) may
+    // come after that node drove the call to its end and forgot it: the record is new again but
+    // the channel is gone. The switch knows; nothing (no pivot request) is run for a gone call.
+    if (rank > 0 || parked_at.elapsed() >= shared.config.cluster.claim_grace)
+        && switch
+            .api(&format!("uuid_exists {call_id}"))
+            .await
+            .is_ok_and(|answer| answer.trim() == "false")
+    {
+        tracing::debug!(%call_id, "claimed a call that has already ended");
+        let _ = shared.ownership.finish(&lease).await;
+        return;
+    }
     let ending = run_supervised(
         &shared,
         state,

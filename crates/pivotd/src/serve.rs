@@ -259,10 +259,17 @@ impl Stores {
     /// Redis, connected lazily: a node started while its Redis is down runs, is not ready
     /// (its heartbeat fails, so it claims nothing) and reconnects with backoff — no crash loop.
     async fn redis(config: &Config) -> anyhow::Result<Stores> {
+        let lease = Duration::from_millis(config.cluster.lease_ms);
+        let defaults = RedisOptions::default();
         let options = RedisOptions {
-            lease: Duration::from_millis(config.cluster.lease_ms),
+            lease,
+            // A node fences itself when a heartbeat fails 0.6 lease after its last renewal;
+            // every Redis operation must fail well within the rest of the lease, so that it
+            // is silent before a peer can see its lease expire (and a short lease, valid from
+            // 500 ms, must not be refused for being no longer than the default timeout).
+            op_timeout: defaults.op_timeout.min(lease / 4),
             debug: debug_limits(config),
-            ..RedisOptions::default()
+            ..defaults
         };
         let cluster = Arc::new(
             RedisCluster::connect_lazy(&config.cluster.redis_url, options)

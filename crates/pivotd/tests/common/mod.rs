@@ -1,6 +1,8 @@
 //! Starting the real `pivotd` binary and talking HTTP to it, for the black-box tests.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -25,6 +27,17 @@ impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test shows the end of what each node it captured said.
+        if std::thread::panicking()
+            && let Some(lines) = &self.stderr
+        {
+            let lines = lines.lock().unwrap_or_else(|e| e.into_inner());
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!("---- {} ({}) stderr, last lines:", self.node_id, self.addr);
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 
@@ -79,12 +92,47 @@ impl Node {
         Node::spawn(&["serve", "--config", &path], extra_env, Some(file), false)
     }
 
+    /// `pivotd serve --config <toml>` with its stderr kept in [`Node::stderr`]; `Err` (with
+    /// what it said) when it exits before its banner, e.g. because its port was taken.
+    pub fn try_serve_capturing(toml: &str, extra_env: &[(&str, &str)]) -> Result<Node, String> {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "pivotd-test-c{}-{}.toml",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::write(&path, toml).unwrap();
+        let file = tempfile_path::TempFile(path.clone());
+        let path = path.to_string_lossy().into_owned();
+        Node::try_spawn(&["serve", "--config", &path], extra_env, Some(file), true)
+    }
+
+    /// SIGKILL: the node dies without a word.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
     fn spawn(
         args: &[&str],
         env: &[(&str, &str)],
         config: Option<tempfile_path::TempFile>,
         capture_stderr: bool,
     ) -> Node {
+        Node::try_spawn(args, env, config, capture_stderr).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_spawn(
+        args: &[&str],
+        env: &[(&str, &str)],
+        config: Option<tempfile_path::TempFile>,
+        capture_stderr: bool,
+    ) -> Result<Node, String> {
         let mut command = Command::new(env!("CARGO_BIN_EXE_pivotd"));
         command
             .args(args)
@@ -116,6 +164,18 @@ impl Node {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
+        if line.is_empty() {
+            // It exited before its banner: say why, with what it wrote.
+            let status = child.wait().unwrap();
+            let said = stderr.as_ref().map_or_else(String::new, |lines| {
+                // The reader thread may still be taking its last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                lines.lock().unwrap().join("\n")
+            });
+            return Err(format!(
+                "pivotd exited before its banner ({status}): {said}"
+            ));
+        }
         // "pivotd 0.1.0 node NAME listening on http://127.0.0.1:PORT …"
         let addr = line
             .split_whitespace()
@@ -137,7 +197,7 @@ impl Node {
             _config: config,
         };
         node.wait_ready();
-        node
+        Ok(node)
     }
 
     pub fn wait_ready(&self) {
@@ -219,6 +279,12 @@ impl Drop for Sim {
 
 impl Sim {
     pub fn start() -> Sim {
+        Sim::start_scaled(0.0)
+    }
+
+    /// With simulated durations multiplied by `time_scale` (1.0 = real time).
+    pub fn start_scaled(time_scale: f64) -> Sim {
+        let time_scale = time_scale.to_string();
         let mut child = Command::new(env!("CARGO_BIN_EXE_pivotd"))
             .args([
                 "sim",
@@ -227,7 +293,7 @@ impl Sim {
                 "--http",
                 "127.0.0.1:0",
                 "--time-scale",
-                "0",
+                &time_scale,
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
