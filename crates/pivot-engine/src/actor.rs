@@ -320,21 +320,12 @@ impl<'m> CallActor<'m> {
                     panic!("panic marker spoken on call {}", self.state.call.call_id);
                 }
                 self.ensure_answered().await?;
-                let command = self.speak(&say.text, say.voice.as_deref(), say.engine.as_deref());
-                let command = match command {
-                    Command::Speak {
-                        engine,
-                        voice,
-                        text,
-                        ..
-                    } => Command::Speak {
-                        engine,
-                        voice,
-                        text,
-                        terminators: say.terminators.as_str().to_owned(),
-                    },
-                    other => other,
-                };
+                let command = self.speak(
+                    &say.text,
+                    say.voice.as_deref(),
+                    say.engine.as_deref(),
+                    say.terminators.as_str(),
+                );
                 self.prompt_loops(command, say.loops).await?;
                 Ok(next)
             }
@@ -886,13 +877,19 @@ impl<'m> CallActor<'m> {
         Ok(())
     }
 
-    fn speak(&self, text: &str, voice: Option<&str>, engine: Option<&str>) -> Command {
+    fn speak(
+        &self,
+        text: &str,
+        voice: Option<&str>,
+        engine: Option<&str>,
+        terminators: &str,
+    ) -> Command {
         let tts = &self.shared.config.tts;
         Command::Speak {
             engine: engine.unwrap_or(&tts.engine).to_owned(),
             voice: tts.voice(voice),
             text: text.to_owned(),
-            terminators: String::new(),
+            terminators: terminators.to_owned(),
         }
     }
 
@@ -905,20 +902,7 @@ impl<'m> CallActor<'m> {
         match media {
             Media::Url(url) => play(format!("http_cache://{url}")),
             Media::Tone(tone) => play(tone.clone()),
-            Media::Tts(text) => match self.speak(text, None, None) {
-                Command::Speak {
-                    engine,
-                    voice,
-                    text,
-                    ..
-                } => Command::Speak {
-                    engine,
-                    voice,
-                    text,
-                    terminators: terminators.to_owned(),
-                },
-                other => other,
-            },
+            Media::Tts(text) => self.speak(text, None, None, terminators),
             Media::Path(path) => {
                 // TwiML media is relative to its document (Twilio's rule); KAZOO paths are
                 // switch files.
@@ -969,22 +953,12 @@ impl<'m> CallActor<'m> {
         let mut first = None;
         for prompt in prompts {
             let command = match prompt {
-                Step::Say(say) => {
-                    match self.speak(&say.text, say.voice.as_deref(), say.engine.as_deref()) {
-                        Command::Speak {
-                            engine,
-                            voice,
-                            text,
-                            ..
-                        } => Command::Speak {
-                            engine,
-                            voice,
-                            text,
-                            terminators: pivot_flow::Terminators::all().as_str().to_owned(),
-                        },
-                        other => other,
-                    }
-                }
+                Step::Say(say) => self.speak(
+                    &say.text,
+                    say.voice.as_deref(),
+                    say.engine.as_deref(),
+                    pivot_flow::Terminators::all().as_str(),
+                ),
                 Step::Play(play) => {
                     self.media_command(&play.media, pivot_flow::Terminators::all().as_str())
                 }
@@ -1104,7 +1078,7 @@ impl<'m> CallActor<'m> {
             for step in prompt(&menu.invalid_media) {
                 if let Step::Say(_) | Step::Play(_) = step {
                     let command = match &step {
-                        Step::Say(s) => self.speak(&s.text, None, None),
+                        Step::Say(s) => self.speak(&s.text, None, None, ""),
                         Step::Play(p) => self.media_command(&p.media, ""),
                         _ => continue,
                     };
