@@ -105,6 +105,25 @@ pub struct ChannelInfo {
     pub started_unix_ms: u64,
 }
 
+impl ChannelInfo {
+    /// A call as this node starts driving it (new or adopted); `state` is filled in from the
+    /// actor's live status when read.
+    fn of(call: &pivot_webhook::CallInfo, node: &str, switch: &str, started_unix_ms: u64) -> Self {
+        ChannelInfo {
+            call_id: call.call_id.clone(),
+            account_id: call.account_id.clone(),
+            node: node.to_owned(),
+            switch: switch.to_owned(),
+            from: call.from.clone(),
+            to: call.to.clone(),
+            caller_id_name: call.caller_id_name.clone(),
+            caller_id_number: call.caller_id_number.clone(),
+            state: String::new(),
+            started_unix_ms,
+        }
+    }
+}
+
 /// Why a live-call request could not be carried out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ControlError {
@@ -427,18 +446,12 @@ async fn offer(shared: &Arc<Shared>, info: pivot_switch::CallInfo) {
             info.call_id.clone(),
             Entry {
                 mailbox: sender,
-                info: ChannelInfo {
-                    call_id: info.call_id.clone(),
-                    account_id: call.account_id.clone(),
-                    node: shared.config.node_id.clone(),
-                    switch: info.switch.clone(),
-                    from: call.from.clone(),
-                    to: call.to.clone(),
-                    caller_id_name: call.caller_id_name.clone(),
-                    caller_id_number: call.caller_id_number.clone(),
-                    state: String::new(),
-                    started_unix_ms: pivot_cluster::now_unix_ms(),
-                },
+                info: ChannelInfo::of(
+                    &call,
+                    &shared.config.node_id,
+                    &info.switch,
+                    pivot_cluster::now_unix_ms(),
+                ),
                 status: Arc::clone(&status),
             },
         );
@@ -715,18 +728,12 @@ pub(crate) async fn resume(shared: &Arc<Shared>, lease: Lease) {
                 call_id.clone(),
                 Entry {
                     mailbox: sender,
-                    info: ChannelInfo {
-                        call_id: call_id.clone(),
-                        account_id: state.call.account_id.clone(),
-                        node: shared.config.node_id.clone(),
-                        switch: state.switch.clone(),
-                        from: state.call.from.clone(),
-                        to: state.call.to.clone(),
-                        caller_id_name: state.call.caller_id_name.clone(),
-                        caller_id_number: state.call.caller_id_number.clone(),
-                        state: String::new(),
-                        started_unix_ms: state.started_unix_ms,
-                    },
+                    info: ChannelInfo::of(
+                        &state.call,
+                        &shared.config.node_id,
+                        &state.switch,
+                        state.started_unix_ms,
+                    ),
                     status: Arc::clone(&status),
                 },
             );
