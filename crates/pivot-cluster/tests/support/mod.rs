@@ -67,18 +67,21 @@ fn ask(port: u16, command: &str) -> Option<String> {
 
 /// Waits until the server on `port` is ours (it answers with our working directory) or the
 /// child exits (the port was taken between choosing and binding it).
-fn wait_ready(child: &mut Child, port: u16, dir: &Path, sentinel: bool) -> bool {
+/// `sentinel_of`: the master port a Sentinel must be watching to be this test's.
+fn wait_ready(child: &mut Child, port: u16, dir: &Path, sentinel_of: Option<u16>) -> bool {
     let deadline = Instant::now() + READY_WITHIN;
     while Instant::now() < deadline {
         if child.try_wait().ok().flatten().is_some() {
             return false;
         }
-        let ours = if sentinel {
-            // A Sentinel has no CONFIG; its PONG plus our child still running will do.
-            ask(port, "PING").is_some_and(|a| a.starts_with("+PONG"))
-                && child.try_wait().ok().flatten().is_none()
-        } else {
-            ask(port, "CONFIG GET dir").is_some_and(|a| a.contains(&*dir.to_string_lossy()))
+        let ours = match sentinel_of {
+            // A Sentinel has no CONFIG: it is ours when it watches our master (a PONG alone
+            // could come from another test's server that won the race for the port).
+            Some(master_port) => ask(port, "SENTINEL get-master-addr-by-name mymaster")
+                .is_some_and(|a| a.contains(&master_port.to_string())),
+            None => {
+                ask(port, "CONFIG GET dir").is_some_and(|a| a.contains(&*dir.to_string_lossy()))
+            }
         };
         if ours {
             return true;
@@ -139,7 +142,7 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawning redis-server");
-        if wait_ready(&mut child, self.port, &self.dir, false) {
+        if wait_ready(&mut child, self.port, &self.dir, None) {
             self.child = Some(child);
             true
         } else {
@@ -225,7 +228,7 @@ impl Sentinel {
                 println!("SKIPPED: `redis-server --sentinel` could not be started");
                 return None;
             };
-            if wait_ready(&mut child, port, &dir, true) {
+            if wait_ready(&mut child, port, &dir, Some(master_port)) {
                 return Some(Sentinel {
                     child: Some(child),
                     port,
