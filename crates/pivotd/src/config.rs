@@ -93,6 +93,9 @@ pub struct NodeConfig {
     pub id: String,
     /// `None`: `http://<api.listen>`, see [`Config::advertise_url`].
     pub advertise: Option<String>,
+    /// How long SIGTERM waits for live calls to end before handing the rest over to peers;
+    /// orchestrators size their kill timeout from it.
+    pub drain_grace_s: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -262,6 +265,7 @@ impl Default for NodeConfig {
         Self {
             id: default_node_id(),
             advertise: None,
+            drain_grace_s: 25,
         }
     }
 }
@@ -490,6 +494,9 @@ impl Config {
     fn validate_node_and_api(&self) -> Result<(), ConfigError> {
         if self.node.id.trim().is_empty() {
             return Err(invalid("node.id", "must not be empty"));
+        }
+        if !(1..=3600).contains(&self.node.drain_grace_s) {
+            return Err(invalid("node.drain_grace_s", "must be between 1 and 3600"));
         }
         if let Some(advertise) = &self.node.advertise {
             let ok = url::Url::parse(advertise).is_ok_and(|u| {
@@ -1364,6 +1371,11 @@ mod tests {
         assert_eq!(invalid_key(&c), "node.advertise");
         c.node.advertise = Some("http://10.0.0.1:8080".into());
         c.validate().unwrap();
+        for bad in [0, 3601] {
+            let mut c = Config::default();
+            c.node.drain_grace_s = bad;
+            assert_eq!(invalid_key(&c), "node.drain_grace_s");
+        }
     }
 
     #[test]

@@ -35,7 +35,6 @@ const MAX_CALLFLOWS: usize = 100_000;
 /// Nodes one in-memory registry tracks (a single node uses one).
 const MAX_NODES: usize = 64;
 /// How long live calls may take to finish on SIGTERM before they are handed over.
-const DRAIN_GRACE: Duration = Duration::from_secs(25);
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -224,7 +223,9 @@ async fn node(config: Config, demo: bool) -> anyhow::Result<()> {
     wait_for_signal().await;
     tracing::info!(node = %config.node.id, "draining: readiness off, no new calls");
     draining.store(true, Ordering::Release);
-    let handed_over = engine.drain(DRAIN_GRACE).await;
+    let handed_over = engine
+        .drain(Duration::from_secs(config.node.drain_grace_s))
+        .await;
     if handed_over > 0 {
         tracing::warn!(calls = handed_over, "calls handed over at shutdown");
     }
