@@ -20,15 +20,19 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// All names and values live in one byte buffer with a span per header, rather than two
 /// `String`s per header: a decoded frame's headers are the header block itself, sliced out of
 /// the read buffer without a copy, so framing allocates nothing per header. The buffer is only
-/// ever filled from `&str`s or from a block checked to be UTF-8 as a whole, and every span
+/// ever filled from `&str`s or from a block made UTF-8 as a whole (invalid bytes replaced in
+/// place, see [`FrameDecoder`]), and every span
 /// starts and ends next to an ASCII byte (`:`, ` `, `\n`, `\r`) or at the block's ends, so each
 /// span is UTF-8 as well.
 #[derive(Debug, Clone, Default)]
 pub struct Headers {
     text: BytesMut,
-    /// Per header: the name's and the value's byte ranges in `text`.
-    spans: Vec<HeaderSpan>,
+    /// Per header: the name's and the value's byte ranges in `text`. Frames from FreeSWITCH
+    /// carry two or three headers (events: `Content-Length` and `Content-Type`), kept inline.
+    spans: SpanList,
 }
+
+type SpanList = smallvec::SmallVec<[HeaderSpan; 4]>;
 
 /// `(name_start, name_end, value_start, value_end)` in [`Headers::text`]; `u32` because the
 /// block is bounded far below 4 GiB ([`MAX_HEADER_BYTES`]), which halves the vector.
@@ -193,8 +197,6 @@ pub enum CodecError {
     BodyTooLarge { length: usize, limit: usize },
     #[error("Content-Length {0:?} is not a number")]
     BadContentLength(String),
-    #[error("header block is not UTF-8")]
-    NotUtf8,
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -209,16 +211,27 @@ pub enum Direction {
 }
 
 /// A streaming decoder for one direction of an ESL connection.
+///
+/// One pass per header line: each line is split into its span and checked for
+/// `Content-Length` as the search for the empty line reaches it, and a header block that
+/// arrives in pieces is resumed at its first unscanned line. The head stays in the buffer until
+/// the body is complete, so a frame costs two splits of the read buffer and no copy; the
+/// decoder's state between reads is a few integers and a scratch list of spans that keeps its
+/// capacity from frame to frame.
 #[derive(Debug)]
 pub struct FrameDecoder {
     direction: Direction,
     max_header_bytes: usize,
     max_body_bytes: usize,
-    /// The parsed head of a frame whose body is still arriving, and the body length.
-    pending: Option<(Frame, usize)>,
-    /// How far the buffer has been searched for the end of the header block, so that a
-    /// header block arriving a byte at a time is not re-scanned from its start each time.
-    scanned: usize,
+    /// Where the next unscanned line of the current header block starts.
+    scan_from: usize,
+    /// The command line of a client frame, once scanned: its end (it starts at 0).
+    line_end: Option<usize>,
+    /// Spans of the header lines scanned so far.
+    spans: Vec<HeaderSpan>,
+    body_len: usize,
+    /// Set once the empty line is found: the head's length; the body is still arriving.
+    head_len: Option<usize>,
 }
 
 impl FrameDecoder {
@@ -235,138 +248,169 @@ impl FrameDecoder {
             direction,
             max_header_bytes,
             max_body_bytes,
-            pending: None,
-            scanned: 0,
+            scan_from: 0,
+            line_end: None,
+            spans: Vec::with_capacity(8),
+            body_len: 0,
+            head_len: None,
         }
     }
 
     /// The next whole frame from the front of `buf`, consuming its bytes; `Ok(None)` when more
     /// bytes are needed.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
-        if self.pending.is_none() {
-            skip_blank_lines(buf);
-            let Some(head_len) = self.find_head_end(buf)? else {
-                return Ok(None);
-            };
-            let head = buf.split_to(head_len);
-            self.scanned = 0;
-            let (frame, body_len) = self.parse_head(head)?;
-            self.pending = Some((frame, body_len));
-        }
-        let Some((_, body_len)) = &self.pending else {
-            return Ok(None);
+        let head_len = match self.head_len {
+            Some(head_len) => head_len,
+            None => {
+                if self.scan_from == 0 {
+                    skip_blank_lines(buf);
+                }
+                let Some(head_len) = self.scan_head(buf)? else {
+                    return Ok(None);
+                };
+                self.head_len = Some(head_len);
+                head_len
+            }
         };
-        if buf.len() < *body_len {
+        let frame_len = head_len + self.body_len;
+        if buf.len() < frame_len {
             // Room for the rest of the body, so it arrives without repeated reallocation.
-            buf.reserve(*body_len - buf.len());
+            buf.reserve(frame_len - buf.len());
             return Ok(None);
         }
-        let Some((mut frame, body_len)) = self.pending.take() else {
-            return Ok(None);
+        let head = buf.split_to(head_len);
+        let body = if self.body_len == 0 {
+            Bytes::new()
+        } else {
+            buf.split_to(self.body_len).freeze()
         };
-        frame.body = buf.split_to(body_len).freeze();
+        let frame = self.finish(head, body);
         Ok(Some(frame))
     }
 
-    /// Length of the header block including its terminating empty line.
-    fn find_head_end(&mut self, buf: &BytesMut) -> Result<Option<usize>, CodecError> {
-        // Resume a little before where the last search stopped: the terminator may straddle it.
-        let start = self.scanned.saturating_sub(3);
-        let mut i = start;
-        while let Some(offset) = memchr::memchr(b'\n', buf.get(i..).unwrap_or_default()) {
-            let nl = i + offset;
-            // An empty line: `\n` right after the previous `\n`, optionally with `\r` between.
-            let after = buf.get(nl + 1..).unwrap_or_default();
-            if after.first() == Some(&b'\n') {
-                return Ok(Some(nl + 2));
+    /// Scans the header lines not scanned yet; the head's length (with its empty line) once
+    /// the empty line is there.
+    fn scan_head(&mut self, buf: &BytesMut) -> Result<Option<usize>, CodecError> {
+        let mut at = self.scan_from;
+        while let Some(offset) = memchr::memchr(b'\n', buf.get(at..).unwrap_or_default()) {
+            let newline = at + offset;
+            let line_start = at;
+            at = newline + 1;
+            let line_end = if newline > line_start && buf[newline - 1] == b'\r' {
+                newline - 1
+            } else {
+                newline
+            };
+            if line_end == line_start {
+                self.scan_from = 0;
+                return Ok(Some(at));
             }
-            if after.starts_with(b"\r\n") {
-                return Ok(Some(nl + 3));
+            if at > self.max_header_bytes {
+                return Err(self.too_large());
             }
-            if after.len() < 2 {
-                // Not enough bytes yet to tell whether an empty line follows.
-                break;
+            if self.direction == Direction::FromClient && self.line_end.is_none() {
+                self.line_end = Some(line_end);
+                continue;
             }
-            i = nl + 1;
+            self.scan_line(&buf[..line_end], line_start)?;
         }
-        self.scanned = buf.len();
+        self.scan_from = at;
         if buf.len() > self.max_header_bytes {
-            return Err(CodecError::HeadersTooLarge {
-                limit: self.max_header_bytes,
-            });
+            return Err(self.too_large());
         }
         Ok(None)
     }
 
-    /// Splits the header block into spans over the block itself (kept as the headers' buffer,
-    /// no copy), checking UTF-8 once for the whole block.
-    fn parse_head(&self, head: BytesMut) -> Result<(Frame, usize), CodecError> {
-        let text = std::str::from_utf8(&head).map_err(|_| CodecError::NotUtf8)?;
-        let mut frame = Frame::default();
-        let mut spans = Vec::with_capacity(4);
-        let mut body_len = 0;
-        let mut at = 0;
-        while at < text.len() {
-            let end = memchr::memchr(b'\n', &head[at..]).map_or(text.len(), |o| at + o);
-            let line_start = at;
-            at = end + 1;
-            let line_end = if end > line_start && head[end - 1] == b'\r' {
-                end - 1
-            } else {
-                end
-            };
-            if line_end == line_start {
-                continue;
+    /// Records the span of the header line `block[line_start..]` and reads `Content-Length`.
+    /// The value is what follows the first ':', leading spaces removed (FreeSWITCH's own
+    /// parse); a line without ':' is kept as a header with an empty value.
+    fn scan_line(&mut self, block: &[u8], line_start: usize) -> Result<(), CodecError> {
+        let line_end = block.len();
+        let line = &block[line_start..];
+        let (name_end, value_start) = match memchr::memchr(b':', line) {
+            Some(colon) => {
+                let spaces = line[colon + 1..].iter().take_while(|&&b| b == b' ').count();
+                (line_start + colon, line_start + colon + 1 + spaces)
             }
-            if self.direction == Direction::FromClient && frame.line.is_none() {
-                frame.line = Some(
-                    text.get(line_start..line_end)
-                        .unwrap_or_default()
-                        .to_owned(),
-                );
-                continue;
+            None => (line_end, line_end),
+        };
+        if block[line_start..name_end].eq_ignore_ascii_case(b"Content-Length") {
+            let value = &block[value_start..];
+            self.body_len =
+                parse_length(value).ok_or_else(|| CodecError::BadContentLength(lossy(value)))?;
+            if self.body_len > self.max_body_bytes {
+                return Err(CodecError::BodyTooLarge {
+                    length: self.body_len,
+                    limit: self.max_body_bytes,
+                });
             }
-            // The value is what follows the first ':', leading spaces removed (FreeSWITCH's
-            // own parse); a line without ':' is kept as a header with an empty value.
-            let line = &head[line_start..line_end];
-            let (name_end, value_start) = match memchr::memchr(b':', line) {
-                Some(colon) => {
-                    let spaces = line[colon + 1..].iter().take_while(|&&b| b == b' ').count();
-                    (line_start + colon, line_start + colon + 1 + spaces)
-                }
-                None => (line_end, line_end),
-            };
-            let name = &head[line_start..name_end];
-            if name.eq_ignore_ascii_case(b"Content-Length") {
-                let value = text.get(value_start..line_end).unwrap_or_default();
-                body_len = value
-                    .trim()
-                    .parse::<usize>()
-                    .map_err(|_| CodecError::BadContentLength(value.to_owned()))?;
-                if body_len > self.max_body_bytes {
-                    return Err(CodecError::BodyTooLarge {
-                        length: body_len,
-                        limit: self.max_body_bytes,
-                    });
-                }
-            }
-            // The block is bounded by `max_header_bytes`; the conversion only fails for a
-            // limit configured past 4 GiB, which is then a frame too large to keep.
-            let span = |n: usize| {
-                u32::try_from(n).map_err(|_| CodecError::HeadersTooLarge {
-                    limit: self.max_header_bytes,
-                })
-            };
-            spans.push((
-                span(line_start)?,
-                span(name_end)?,
-                span(value_start)?,
-                span(line_end)?,
-            ));
         }
-        frame.headers = Headers { text: head, spans };
-        Ok((frame, body_len))
+        // Every offset is below `max_header_bytes` (checked per line before this), which the
+        // conversion can only exceed for a limit configured past 4 GiB.
+        let span = |n: usize| u32::try_from(n).map_err(|_| self.too_large());
+        self.spans.push((
+            span(line_start)?,
+            span(name_end)?,
+            span(value_start)?,
+            span(line_end)?,
+        ));
+        Ok(())
     }
+
+    /// Builds the frame from its head (the header block, kept as the headers' buffer, no
+    /// copy) and body, and resets for the next frame.
+    fn finish(&mut self, head: BytesMut, body: Bytes) -> Frame {
+        let line = self.line_end.take().map(|end| lossy(&head[..end]));
+        self.head_len = None;
+        self.body_len = 0;
+        let spans = SpanList::from_slice(&self.spans);
+        self.spans.clear();
+        // The headers hand out `&str`s; a block that is not UTF-8 is kept as its lossy form
+        // rather than failing a connection over one odd byte in a header value (FreeSWITCH
+        // passes such values through from SIP).
+        let text = if head.is_ascii() || std::str::from_utf8(&head).is_ok() {
+            head
+        } else {
+            BytesMut::from(lossy_same_length(&head).as_slice())
+        };
+        Frame {
+            line,
+            headers: Headers { text, spans },
+            body,
+        }
+    }
+
+    fn too_large(&self) -> CodecError {
+        CodecError::HeadersTooLarge {
+            limit: self.max_header_bytes,
+        }
+    }
+}
+
+/// A decimal length, surrounding spaces allowed.
+fn parse_length(value: &[u8]) -> Option<usize> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || digits.len() > 12 {
+        return None;
+    }
+    digits.iter().try_fold(0usize, |n, &d| {
+        d.is_ascii_digit().then(|| n * 10 + usize::from(d - b'0'))
+    })
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `bytes` with every byte of an invalid UTF-8 sequence replaced by `?`, so the spans into it
+/// stay where they were.
+fn lossy_same_length(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.extend_from_slice(chunk.valid().as_bytes());
+        out.extend(std::iter::repeat_n(b'?', chunk.invalid().len()));
+    }
+    out
 }
 
 impl tokio_util::codec::Decoder for FrameDecoder {
@@ -472,6 +516,18 @@ mod tests {
         assert_eq!(frames[0].header("execute-app-name"), Some("playback"));
         assert_eq!(frames[0].header("content-length"), Some("10"));
         assert_eq!(frames[0].body, frame.body);
+    }
+
+    #[test]
+    fn a_header_that_is_not_utf8_is_kept_lossy_and_the_connection_goes_on() {
+        let mut wire = b"Content-Type: command/reply\nReply-Text: +OK caf".to_vec();
+        wire.extend_from_slice(&[0xe9, 0xff]);
+        wire.extend_from_slice(b"\nX-After: yes\n\nContent-Type: auth/request\n\n");
+        let frames = decode_all(Direction::FromServer, &wire);
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0].reply_text(), Some("+OK caf??"));
+        assert_eq!(frames[0].header("x-after"), Some("yes"));
+        assert_eq!(frames[1].content_type(), Some("auth/request"));
     }
 
     #[test]
