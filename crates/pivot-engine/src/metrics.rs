@@ -54,6 +54,23 @@ pub struct Metrics {
 #[error("cannot register metric: {0}")]
 pub struct MetricsError(#[from] prometheus::Error);
 
+/// Every `op` label of `pivot_cluster_redis_errors_total` and
+/// `pivot_cluster_op_duration_seconds`: the ownership calls [`crate::timed`] times and the
+/// node registry calls of [`crate::cluster`] and the actor.
+pub const CLUSTER_OPS: &[&str] = &[
+    "claim",
+    "adopt",
+    "checkpoint",
+    "load",
+    "release",
+    "finish",
+    "owner",
+    "calls",
+    "calls_of_node",
+    "heartbeat",
+    "live",
+];
+
 impl Metrics {
     pub fn new() -> Result<Metrics, MetricsError> {
         let registry = Registry::new();
@@ -211,6 +228,12 @@ impl Metrics {
         for outcome in ["delivered", "failed"] {
             metrics.cdr_posts.with_label_values(&[outcome]);
         }
+        for op in CLUSTER_OPS {
+            metrics.cluster_redis_errors.with_label_values(&[op]);
+        }
+        for app in pivot_switch::commands::APPS {
+            metrics.stalled_steps.with_label_values(&[app]);
+        }
         Ok(metrics)
     }
 
@@ -225,5 +248,26 @@ impl Metrics {
 
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Alerts and dashboards query these families before anything failed; a label vector
+    /// without a series is not rendered at all, so each closed label set starts at zero.
+    #[test]
+    fn closed_label_sets_are_rendered_before_their_first_event() {
+        let text = Metrics::new().unwrap().render();
+        for line in [
+            r#"pivot_cluster_redis_errors_total{op="heartbeat"} 0"#,
+            r#"pivot_cluster_redis_errors_total{op="checkpoint"} 0"#,
+            r#"pivot_engine_stalled_steps_total{app="playback"} 0"#,
+            r#"pivot_webhook_failures_total{cause="timeout"} 0"#,
+            r#"pivot_cluster_claims_total{result="won"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing");
+        }
     }
 }

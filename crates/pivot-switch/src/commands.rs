@@ -116,6 +116,24 @@ pub enum Command {
     },
 }
 
+/// Every application name [`Command::app`] returns: the closed label set of per-app metrics.
+pub const APPS: &[&str] = &[
+    "answer",
+    "playback",
+    "speak",
+    "record",
+    "play_and_get_digits",
+    "bridge",
+    "hangup",
+    "respond",
+    "send_dtmf",
+    "sleep",
+    "export",
+    "multiset",
+    "transfer",
+    "conference",
+];
+
 impl Command {
     /// The dialplan application and argument that carry out this command.
     pub fn app(&self) -> (&'static str, String) {
@@ -412,6 +430,80 @@ fn terminator(command: &Command, key_pressed: Option<char>) -> Option<char> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_app_is_listed() {
+        let s = String::new;
+        let commands = [
+            Command::Answer,
+            Command::Play {
+                media: s(),
+                loops: 1,
+                terminators: s(),
+            },
+            Command::Speak {
+                engine: s(),
+                voice: s(),
+                text: s(),
+                terminators: s(),
+            },
+            Command::Record {
+                path: s(),
+                time_limit_s: 1,
+                silence_s: None,
+                terminators: s(),
+            },
+            Command::Collect {
+                prompt: s(),
+                min_digits: 1,
+                max_digits: 1,
+                tries: 1,
+                timeout_ms: 1,
+                digit_timeout_ms: 1,
+                terminators: s(),
+                variable: s(),
+            },
+            Command::Dial {
+                targets: vec![],
+                sequential: false,
+                timeout_s: 1,
+                caller_id_number: None,
+                caller_id_name: None,
+                time_limit_s: None,
+                continue_on_fail: false,
+            },
+            Command::Hangup { cause: s() },
+            Command::Respond {
+                code: 486,
+                reason: None,
+            },
+            Command::SendDtmf {
+                digits: s(),
+                duration_ms: 1,
+            },
+            Command::Sleep { ms: 1 },
+            Command::SetVars {
+                vars: vec![],
+                export: true,
+            },
+            Command::SetVars {
+                vars: vec![],
+                export: false,
+            },
+            Command::Transfer {
+                extension: s(),
+                dialplan: None,
+                context: None,
+            },
+            Command::Conference { name: s() },
+        ];
+        let mut seen: Vec<&str> = commands.iter().map(|c| c.app().0).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        let mut listed = APPS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(seen, listed);
+    }
 
     #[test]
     fn command_ids_carry_the_epoch() {
