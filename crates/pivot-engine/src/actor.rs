@@ -213,11 +213,7 @@ impl<'m> CallActor<'m> {
             }
             Err(error) => {
                 // The call goes on; a takeover would resume from the previous checkpoint.
-                self.shared
-                    .metrics
-                    .cluster_redis_errors
-                    .with_label_values(&["checkpoint"])
-                    .inc();
+                // (TimedOwnership has counted the error.)
                 tracing::warn!(call_id = %self.state.call.call_id, %error, "checkpoint not written");
                 Ok(())
             }

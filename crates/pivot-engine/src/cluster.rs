@@ -212,5 +212,5 @@ async fn adopt(shared: &Arc<Shared>, call: CallOwner) {
         }
     };
     tracing::info!(call_id = %call.call_id, from = %call.node, epoch = lease.epoch, "adopting call");
-    resume(shared, lease).await;
+    resume(shared, lease, call.released).await;
 }

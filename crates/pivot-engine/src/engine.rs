@@ -266,11 +266,33 @@ impl Engine {
     }
 
     /// Whether every switch's event socket is connected.
+    /// Whether every switch of this node is connected.
     pub fn switches_connected(&self) -> bool {
         self.shared
             .switches
             .values()
             .all(SwitchClient::is_connected)
+    }
+
+    /// Why the node should get no new work, for readiness (`None`: it takes calls). One
+    /// switch down does not make a node unready: every node sees the same switches, so that
+    /// would take the whole cluster out of its load balancer while the other switches carry
+    /// calls; `pivot_switch_connected` reports each switch instead.
+    pub fn not_ready(&self) -> Option<&'static str> {
+        if !self.shared.accepting.load(Ordering::Acquire) {
+            Some("not accepting calls")
+        } else if self.shared.fenced.load(Ordering::Acquire) {
+            Some("fenced: the cluster lease cannot be proven")
+        } else if !self
+            .shared
+            .switches
+            .values()
+            .any(SwitchClient::is_connected)
+        {
+            Some("no switch connected")
+        } else {
+            None
+        }
     }
 
     /// Drains the node: no new calls; live calls finish within `grace`, then the rest are
@@ -690,7 +712,7 @@ async fn still_unclaimed(
 /// Resumes a call this node has just adopted: from its checkpoint, after breaking whatever the
 /// previous owner left queued on the channel; the current step is issued again (at least once
 /// per step).
-pub(crate) async fn resume(shared: &Arc<Shared>, lease: Lease) {
+pub(crate) async fn resume(shared: &Arc<Shared>, lease: Lease, handed_over: bool) {
     let call_id = lease.call_id.clone();
     let not_resumed = |why: &str| {
         tracing::info!(%call_id, why, "adopted call not resumed");
@@ -745,7 +767,13 @@ pub(crate) async fn resume(shared: &Arc<Shared>, lease: Lease) {
         return;
     }
     shared.metrics.calls_active.inc();
-    shared.metrics.cluster_takeovers.inc();
+    // A call handed over by a draining peer is a rollout working as designed; the takeover
+    // counter (and its alert) is for calls whose node died or was cut off.
+    if handed_over {
+        shared.metrics.cluster_handovers.inc();
+    } else {
+        shared.metrics.cluster_takeovers.inc();
+    }
     let span = tracing::info_span!(
         "call",
         call_id = %call_id,
@@ -852,7 +880,6 @@ async fn run_supervised(
                 }
                 // Whatever the dead actor queued is stale; the step is re-issued.
                 let _ = switch.break_all(&call_id).await;
-                shared.metrics.cluster_takeovers.inc();
                 state = restored;
             }
         }

@@ -36,6 +36,7 @@ pub struct Metrics {
     pub switch_connected: IntGaugeVec,
     pub cluster_claims: IntCounterVec,
     pub cluster_takeovers: IntCounter,
+    pub cluster_handovers: IntCounter,
     pub cluster_fencing: IntCounter,
     pub cluster_redis_errors: IntCounterVec,
     pub cluster_op_duration: HistogramVec,
@@ -161,12 +162,18 @@ impl Metrics {
             )?,
             cluster_takeovers: counter(
                 "pivot_cluster_takeovers_total",
-                "Calls adopted from another node or restarted from a checkpoint.",
+                "Calls this node adopted and resumed from their checkpoint because the node \
+                 driving them died, was cut off from Redis, or is this node before it fenced \
+                 itself.",
+            )?,
+            cluster_handovers: counter(
+                "pivot_cluster_handovers_total",
+                "Calls this node adopted from a draining peer that handed them over (rollouts).",
             )?,
             cluster_fencing: counter(
                 "pivot_cluster_fencing_total",
-                "Times this node fenced itself (its lease could not be proven) or an actor found \
-                 its call owned by a newer epoch.",
+                "Times this node fenced itself: its lease could not be proven, so it stopped \
+                 commanding its calls before a peer could adopt them.",
             )?,
             cluster_op_duration,
             cluster_redis_errors: counter_vec(

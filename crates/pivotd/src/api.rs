@@ -42,8 +42,8 @@ pub trait LiveCalls: Send + Sync + 'static {
     fn redirect(&self, call_id: &str, url: &str, method: HttpMethod) -> Result<(), ControlError>;
     fn hangup(&self, call_id: &str) -> Result<(), ControlError>;
     fn metrics_text(&self) -> String;
-    /// Whether the node takes new calls: accepting and every switch connected.
-    fn ready(&self) -> bool;
+    /// Why the node does not take new calls (`None`: it does).
+    fn not_ready(&self) -> Option<&'static str>;
     /// The id and advertised API address of the live node that owns `call_id`, when that is
     /// another node (owner routing). Single-node set-ups have none.
     fn owner_address<'a>(
@@ -75,8 +75,8 @@ impl LiveCalls for Engine {
         self.metrics().render()
     }
 
-    fn ready(&self) -> bool {
-        self.is_accepting() && self.switches_connected()
+    fn not_ready(&self) -> Option<&'static str> {
+        self.not_ready()
     }
 
     fn owner_address<'a>(
@@ -569,10 +569,8 @@ async fn healthz() -> HttpResponse {
 async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
     let reason = if state.draining.load(Ordering::Acquire) {
         Some("draining")
-    } else if !state.live.ready() {
-        Some("switch not connected")
     } else {
-        None
+        state.live.not_ready()
     };
     match reason {
         None => HttpResponse::Ok().json(json!({ "status": "ready" })),
@@ -1191,8 +1189,8 @@ mod tests {
             self.metrics.render()
         }
 
-        fn ready(&self) -> bool {
-            self.ready.load(Ordering::Acquire)
+        fn not_ready(&self) -> Option<&'static str> {
+            (!self.ready.load(Ordering::Acquire)).then_some("no switch connected")
         }
     }
 
@@ -1346,7 +1344,7 @@ mod tests {
         f.live.ready.store(false, Ordering::Release);
         let (status, body) = send!(app, test::TestRequest::get().uri("/readyz"));
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(body["reason"], "switch not connected");
+        assert_eq!(body["reason"], "no switch connected");
 
         f.live.ready.store(true, Ordering::Release);
         f.state.draining.store(true, Ordering::Release);

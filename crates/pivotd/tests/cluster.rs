@@ -571,11 +571,21 @@ fn sigterm_under_load_loses_no_call_and_exits_within_the_grace() {
             handed_over += 1;
         }
     }
+    let mut adopted = 0.0;
     for (i, node) in nodes.iter().enumerate() {
         if i != leaving {
             wait_readiness(node, 200, Duration::from_secs(1));
+            // A rollout is not a failure: hand-overs are counted apart from takeovers, which
+            // page someone.
+            assert_eq!(node.metric("pivot_cluster_takeovers_total"), 0.0);
+            adopted += node.metric("pivot_cluster_handovers_total");
         }
     }
+    assert_eq!(
+        adopted,
+        f64::from(handed_over),
+        "hand-overs adopted by the survivors"
+    );
     println!(
         "{leaving_id} left {took:?} after SIGTERM with {} calls ({handed_over} handed over); \
          test took {:?}",
