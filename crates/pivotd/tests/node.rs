@@ -241,14 +241,16 @@ fn json_logs_carry_the_call_span_fields() {
         let in_span: Vec<Value> = lines
             .iter()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["span"]["call_id"] == call.as_str())
+            .filter(|v| v["call_id"] == call.as_str())
             .collect();
         if let Some(line) = in_span.first() {
-            // `with_current_span`: the span's fields nest under "span", with its name.
-            assert_eq!(line["span"]["name"], "call", "{line:#}");
-            assert_eq!(line["span"]["account_id"], DEMO_ACCOUNT, "{line:#}");
-            assert_eq!(line["span"]["node"], node.node_id.as_str(), "{line:#}");
+            // The call span's fields are lifted to the top level, beside the event's own.
+            assert_eq!(line["account_id"], DEMO_ACCOUNT, "{line:#}");
+            assert_eq!(line["node"], node.node_id.as_str(), "{line:#}");
+            assert!(line["message"].is_string(), "{line:#}");
+            assert!(line.get("span").is_none(), "{line:#}");
             assert!(line["level"].is_string() && line["target"].is_string());
+            assert!(line["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
             break;
         }
         assert!(
