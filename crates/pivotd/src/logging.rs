@@ -85,7 +85,8 @@ struct FieldsInto<'a>(&'a mut Map<String, Value>);
 
 impl Visit for FieldsInto<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().into(), Value::String(value.into()));
+        self.0
+            .insert(field.name().into(), Value::String(value.into()));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
