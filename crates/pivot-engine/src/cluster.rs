@@ -151,11 +151,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             {
                 Ok(calls) => calls,
                 Err(error) => {
-                    shared
-                        .metrics
-                        .cluster_redis_errors
-                        .with_label_values(&["calls_of_node"])
-                        .inc();
+                    // TimedOwnership has counted the error.
                     tracing::warn!(node = %dead_node, %error, "calls of a dead node not read");
                     continue;
                 }
