@@ -225,7 +225,9 @@ impl SwitchClient {
 
     /// Stops reconnecting and closes the connections.
     pub fn shutdown(&self) {
-        let _ = self.shared.shutdown.send(true);
+        // `send_replace`, not `send`: `send` stores nothing while the supervisor task has not
+        // subscribed yet (a shutdown right after `start`), and would be lost.
+        self.shared.shutdown.send_replace(true);
     }
 
     async fn request(&self, frame: Frame) -> Result<Frame, SwitchError> {

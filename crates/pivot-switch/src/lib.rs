@@ -10,6 +10,7 @@
 //! - [`client`]: the inbound client (pivot connects to the switch);
 //! - [`outbound`]: outbound socket mode (the switch's `socket` app connects to pivot, one
 //!   connection per call), producing the same typed events;
+//! - [`switch`]: [`Switch`], either of the two ways in, as the engine drives them;
 //! - [`sim`]: the simulator: an ESL server with simulated calls and a scripted caller.
 
 pub mod client;
@@ -18,9 +19,11 @@ pub mod esl;
 pub mod events;
 pub mod outbound;
 pub mod sim;
+pub mod switch;
 mod tracker;
 
 pub use client::{SwitchClient, SwitchConfig, SwitchError};
 pub use commands::{Command, CommandId, Outcome, ReadResult};
 pub use events::{CallInfo, ChannelSummary, SwitchEvent};
 pub use outbound::{OutboundConfig, OutboundServer};
+pub use switch::Switch;

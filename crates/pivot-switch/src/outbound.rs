@@ -133,6 +133,12 @@ impl OutboundServer {
         &self.shared.config.name
     }
 
+    /// Whether it still accepts connections: from [`OutboundServer::bind`] until
+    /// [`OutboundServer::shutdown`].
+    pub fn is_listening(&self) -> bool {
+        !*self.shared.shutdown.borrow()
+    }
+
     /// Calls currently connected (until their connection closes, lingering included).
     pub fn connections(&self) -> usize {
         lock(&self.shared.calls).len()
@@ -238,7 +244,9 @@ impl OutboundServer {
     /// Stops accepting and closes every connection. FreeSWITCH then continues each call's
     /// dialplan after `socket` (freeswitch-esl.md §3.5); each call is reported hung up.
     pub fn shutdown(&self) {
-        let _ = self.shared.shutdown.send(true);
+        // `send_replace`, not `send`: `send` stores nothing while no task subscribes yet (a
+        // shutdown right after `bind`, before the accept loop ran), and would be lost.
+        self.shared.shutdown.send_replace(true);
     }
 
     fn call(&self, call_id: &str) -> Result<Arc<CallConn>, SwitchError> {
@@ -293,6 +301,10 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 async fn serve(shared: Arc<Shared>, stream: TcpStream, _permit: OwnedSemaphorePermit) {
     let name = shared.config.name.clone();
     let mut shutdown = shared.shutdown.subscribe();
+    // Accepted just before a shutdown this task did not subscribe in time to see.
+    if *shutdown.borrow_and_update() {
+        return;
+    }
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
     let reader = FramedRead::new(read, FrameDecoder::new(Direction::FromServer));
