@@ -16,7 +16,7 @@ use pivot_flow::{
     Branch, DialStrategy, DialTarget, Document, Flow, HttpMethod, Media, Node, RequestFormat, Step,
     VariableScope,
 };
-use pivot_switch::{Command, CommandId, Outcome, ReadResult, SwitchClient, SwitchEvent};
+use pivot_switch::{Command, CommandId, Outcome, ReadResult, Switch, SwitchEvent};
 use pivot_webhook::params::{CallStatus, DialResult, DialStatus, request_params};
 use pivot_webhook::{DebugRecord, Exchange, Failure, FailureCause, PivotRequest};
 use tokio::sync::mpsc;
@@ -100,7 +100,7 @@ pub(crate) struct CallActor<'m> {
     shared: Arc<Shared>,
     pub(crate) state: CallState,
     lease: Lease,
-    switch: SwitchClient,
+    switch: Switch,
     mailbox: &'m mut mpsc::Receiver<CallMsg>,
     status: Arc<std::sync::Mutex<String>>,
     parked_at: Instant,
@@ -115,7 +115,7 @@ impl<'m> CallActor<'m> {
         shared: Arc<Shared>,
         state: CallState,
         lease: Lease,
-        switch: SwitchClient,
+        switch: Switch,
         mailbox: &'m mut mpsc::Receiver<CallMsg>,
         status: Arc<std::sync::Mutex<String>>,
         parked_at: Instant,
@@ -1136,7 +1136,10 @@ impl<'m> CallActor<'m> {
             };
             match self
                 .switch
-                .bgapi(&format!("http_put {target} {path}"))
+                .bgapi(
+                    &self.state.call.call_id,
+                    &format!("http_put {target} {path}"),
+                )
                 .await
             {
                 Ok(reply) if !reply.starts_with("-ERR") => {}
@@ -1247,7 +1250,7 @@ impl<'m> CallActor<'m> {
         let call_id = &self.state.call.call_id;
         if let Err(error) = self
             .switch
-            .api(&format!("uuid_kill {call_id} {cause}"))
+            .api(call_id, &format!("uuid_kill {call_id} {cause}"))
             .await
         {
             tracing::debug!(%call_id, %error, "uuid_kill not sent");
@@ -1276,8 +1279,15 @@ impl<'m> CallActor<'m> {
             .execute(&self.state.call.call_id, &id, &command)
             .await
         {
-            tracing::warn!(call_id = %self.state.call.call_id, app, %error, "command not sent");
             self.count_command(app, "error");
+            if self.switch.call_gone(&error) {
+                // An outbound call whose connection closed: its Hangup event is on the way,
+                // but running the failure path meanwhile (more commands, pivot requests) would
+                // only fail command after command for a call that is over.
+                tracing::debug!(call_id = %self.state.call.call_id, app, %error, "the call is gone");
+                return Err(Stop::HungUp(error.to_string()));
+            }
+            tracing::warn!(call_id = %self.state.call.call_id, app, %error, "command not sent");
             return Ok(Outcome::Failed {
                 reason: error.to_string(),
             });

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use pivot_cluster::{CallflowStore, ClusterError, DebugStore, Lease, NodeInfo, Nodes, Ownership};
 use pivot_flow::HttpMethod;
-use pivot_switch::{SwitchClient, SwitchError, SwitchEvent};
+use pivot_switch::{Switch, SwitchEvent};
 use pivot_webhook::WebhookClient;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -42,7 +42,7 @@ pub(crate) struct Shared {
     pub(crate) debug: Arc<dyn DebugStore>,
     pub(crate) webhook: WebhookClient,
     pub(crate) metrics: Metrics,
-    switches: HashMap<String, SwitchClient>,
+    switches: HashMap<String, Switch>,
     registry: Mutex<HashMap<String, Entry>>,
     accepting: AtomicBool,
     /// The lease could not be proven: no call of this node may be commanded.
@@ -146,7 +146,7 @@ impl Engine {
     pub fn start(
         config: EngineConfig,
         services: Services,
-        switches: Vec<SwitchClient>,
+        switches: Vec<Switch>,
         events: mpsc::Receiver<SwitchEvent>,
     ) -> Engine {
         let count = if config.arbiters == 0 {
@@ -265,13 +265,9 @@ impl Engine {
             .map(|n| (n.id, n.advertise))
     }
 
-    /// Whether every switch's event socket is connected.
-    /// Whether every switch of this node is connected.
+    /// Whether every switch of this node is connected (an outbound socket server: listening).
     pub fn switches_connected(&self) -> bool {
-        self.shared
-            .switches
-            .values()
-            .all(SwitchClient::is_connected)
+        self.shared.switches.values().all(Switch::is_connected)
     }
 
     /// Why the node should get no new work, for readiness (`None`: it takes calls). One
@@ -283,12 +279,7 @@ impl Engine {
             Some("not accepting calls")
         } else if self.shared.fenced.load(Ordering::Acquire) {
             Some("fenced: the cluster lease cannot be proven")
-        } else if !self
-            .shared
-            .switches
-            .values()
-            .any(SwitchClient::is_connected)
-        {
+        } else if !self.shared.switches.values().any(Switch::is_connected) {
             Some("no switch connected")
         } else {
             None
@@ -434,13 +425,17 @@ fn deliver_reliably(shared: &Shared, mailbox: mpsc::Sender<CallMsg>, message: Ca
 /// A new parked call: start its actor if this node takes calls and has room.
 async fn offer(shared: &Arc<Shared>, info: pivot_switch::CallInfo) {
     let parked_at = Instant::now();
-    if !shared.accepting.load(Ordering::Acquire) {
-        return;
-    }
     let Some(switch) = shared.switches.get(&info.switch).cloned() else {
         tracing::warn!(switch = %info.switch, "call from an unknown switch");
         return;
     };
+    if !shared.accepting.load(Ordering::Acquire) {
+        // Draining: a peer takes an inbound call (every node sees its park); an outbound call
+        // was handed to this node alone, which is about to exit, so it is refused now rather
+        // than left in silence until its connection closes.
+        give_up(switch, info.call_id, "SWITCH_CONGESTION");
+        return;
+    }
     let (sender, mailbox) = mpsc::channel(shared.config.mailbox.max(8));
     let status = Arc::new(Mutex::new("resolving".to_owned()));
     let call = webhook_call(&info);
@@ -525,7 +520,7 @@ fn forget(shared: &Shared, call_id: &str) {
 async fn supervise(
     shared: Arc<Shared>,
     mut state: CallState,
-    switch: SwitchClient,
+    switch: Switch,
     mut mailbox: mpsc::Receiver<CallMsg>,
     status: Arc<Mutex<String>>,
     parked_at: Instant,
@@ -572,9 +567,15 @@ async fn supervise(
     {
         entry.info.account_id.clone_from(&state.call.account_id);
     }
-    // Every node sees every park; they rank themselves by rendezvous hash over the live nodes
-    // and only the first claims at once, the others after a grace period if it is unclaimed.
-    let rank = crate::cluster::rank(&shared, &call_id);
+    // Every node sees an inbound call's park; they rank themselves by rendezvous hash over the
+    // live nodes and only the first claims at once, the others after a grace period if it is
+    // unclaimed. An outbound call was handed to this node alone (its connection is here): no
+    // other node will ever claim it, so it claims at once.
+    let rank = if switch.is_outbound() {
+        0
+    } else {
+        crate::cluster::rank(&shared, &call_id)
+    };
     if rank > 0 {
         let grace = shared.config.cluster.claim_grace * u32::try_from(rank).unwrap_or(u32::MAX);
         if !still_unclaimed(&shared, &call_id, &mut mailbox, grace).await {
@@ -601,6 +602,13 @@ async fn supervise(
                 .cluster_claims
                 .with_label_values(&["lost"])
                 .inc();
+            if switch.is_outbound() {
+                // Another node's record for a call whose connection is here (a dialplan that
+                // runs `socket` again once the first node's connection closed): that node
+                // cannot drive it, and this one may not.
+                tracing::warn!(%call_id, "outbound call owned by another node; hanging up");
+            }
+            give_up(switch, call_id, "NORMAL_TEMPORARY_FAILURE");
             return;
         }
         Err(error) => {
@@ -610,21 +618,29 @@ async fn supervise(
                 .with_label_values(&["error"])
                 .inc();
             tracing::error!(%call_id, %error, "cannot claim the call");
+            give_up(switch, call_id, "NORMAL_TEMPORARY_FAILURE");
             return;
         }
     };
     // A claim made later than a better-ranked node would wait (or with no grace at all) may
     // come after that node drove the call to its end and forgot it: the record is new again but
     // the channel is gone. The switch knows; nothing (no pivot request) is run for a gone call.
-    if (rank > 0 || parked_at.elapsed() >= shared.config.cluster.claim_grace)
-        && switch
-            .api(&format!("uuid_exists {call_id}"))
+    // (An outbound call is never claimed late by another node, but a slow claim may still
+    // outlast it: its connection is then gone, which `call_gone` reads as the channel being
+    // gone. Inbound, an unreachable switch says nothing about the call: it is run.)
+    if rank > 0 || parked_at.elapsed() >= shared.config.cluster.claim_grace {
+        let gone = match switch
+            .api(&call_id, &format!("uuid_exists {call_id}"))
             .await
-            .is_ok_and(|answer| answer.trim() == "false")
-    {
-        tracing::debug!(%call_id, "claimed a call that has already ended");
-        let _ = shared.ownership.finish(&lease).await;
-        return;
+        {
+            Ok(answer) => answer.trim() == "false",
+            Err(error) => switch.call_gone(&error),
+        };
+        if gone {
+            tracing::debug!(%call_id, "claimed a call that has already ended");
+            let _ = shared.ownership.finish(&lease).await;
+            return;
+        }
     }
     let ending = run_supervised(
         &shared,
@@ -733,8 +749,16 @@ pub(crate) async fn resume(shared: &Arc<Shared>, lease: Lease, handed_over: bool
     };
     // Whatever the previous owner queued is stale; breaking it also tells whether the channel
     // still exists (FreeSWITCH answers `-ERR No such channel!`), in one round trip.
-    if let Err(SwitchError::Refused(reason)) = switch.break_all(&call_id).await
-        && reason.contains("No such channel")
+    //
+    // Outbound calls do not survive their node: a call's only connection lives in the process
+    // that accepted it, and when that process dies the connection closes and FreeSWITCH
+    // continues the dialplan past `socket` (with nothing after it, it hangs up). A peer
+    // adopting such a call holds no connection for it, so `break_all` says `NotConnected`,
+    // which `call_gone` reads as gone: the record is finished here, not released for yet
+    // another node to adopt and fail on. The one outbound call that is resumed is a call the
+    // node itself still holds the connection of (taken back after it was fenced).
+    if let Err(error) = switch.break_all(&call_id).await
+        && switch.call_gone(&error)
     {
         not_resumed("the channel is gone");
         let _ = shared.ownership.finish(&lease).await;
@@ -805,6 +829,19 @@ pub(crate) async fn resume(shared: &Arc<Shared>, lease: Lease, handed_over: bool
     }
 }
 
+/// Lets go of a new call this node will not drive. An inbound call is left as it is: every
+/// node saw its park, and another one drives it. An outbound call has no other node (only this
+/// one holds its connection), so it is hung up with `cause` rather than left in silence.
+fn give_up(switch: Switch, call_id: String, cause: &'static str) {
+    if switch.is_outbound() {
+        tokio::spawn(async move {
+            if let Err(error) = switch.hangup(&call_id, cause).await {
+                tracing::debug!(%call_id, %error, "hangup not sent");
+            }
+        });
+    }
+}
+
 /// Stops every call of this node from commanding (the node cannot prove its lease).
 pub(crate) fn fence_all(shared: &Shared) {
     for entry in registry(shared).values() {
@@ -832,7 +869,7 @@ async fn run_supervised(
     shared: &Arc<Shared>,
     mut state: CallState,
     lease: Lease,
-    switch: SwitchClient,
+    switch: Switch,
     mailbox: &mut mpsc::Receiver<CallMsg>,
     status: Arc<Mutex<String>>,
     parked_at: Instant,

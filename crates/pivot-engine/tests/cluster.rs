@@ -5,16 +5,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pivot_cluster::{
     Callflow, CallflowStore, DebugLimits, MemoryCallflows, MemoryDebugStore, MemoryNodes,
-    MemoryOwnership,
+    MemoryOwnership, Ownership,
 };
 use pivot_engine::{ClusterSettings, Engine, EngineConfig, Metrics, Services};
 use pivot_switch::sim::{CallView, NewCall, SimConfig, Simulator};
-use pivot_switch::{SwitchClient, SwitchConfig};
+use pivot_switch::{OutboundConfig, OutboundServer, Switch, SwitchClient, SwitchConfig};
 use pivot_webhook::{ClientConfig, WebhookClient};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -26,9 +27,38 @@ const LEASE: Duration = Duration::from_millis(800);
 struct Cluster {
     sim: Simulator,
     nodes: Vec<Option<Engine>>,
+    ownership: Arc<MemoryOwnership>,
+    /// Each node's outbound socket listener, when the calls come in that way.
+    outbound: Vec<SocketAddr>,
+}
+
+/// How calls reach the nodes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Way {
+    /// Every node connects to the simulator's event socket and sees every call.
+    Inbound,
+    /// Every node listens for the simulator's `socket` connections; a call reaches one node.
+    Outbound,
 }
 
 async fn cluster(count: usize, time_scale: f64, app: &str) -> Cluster {
+    cluster_with(
+        count,
+        time_scale,
+        app,
+        Way::Inbound,
+        Duration::from_millis(150),
+    )
+    .await
+}
+
+async fn cluster_with(
+    count: usize,
+    time_scale: f64,
+    app: &str,
+    way: Way,
+    claim_grace: Duration,
+) -> Cluster {
     let sim = Simulator::start(SimConfig {
         time_scale,
         ..SimConfig::default()
@@ -51,19 +81,29 @@ async fn cluster(count: usize, time_scale: f64, app: &str) -> Cluster {
         .unwrap();
     let debug = Arc::new(MemoryDebugStore::new(DebugLimits::default()));
     let mut nodes = Vec::new();
+    let mut outbound = Vec::new();
     for n in 0..count {
         let (tx, rx) = mpsc::channel(16 * 1024);
-        let switch = SwitchClient::start(
-            SwitchConfig::new("sim", sim.esl_addr().to_string(), "ClueCon"),
-            tx,
-        );
+        let switch = match way {
+            Way::Inbound => Switch::Inbound(SwitchClient::start(
+                SwitchConfig::new("sim", sim.esl_addr().to_string(), "ClueCon"),
+                tx,
+            )),
+            Way::Outbound => {
+                // One name on every node, as one config deployed to every node gives.
+                let config = OutboundConfig::new("outbound", "127.0.0.1:0".parse().unwrap());
+                let server = OutboundServer::bind(config, tx).await.unwrap();
+                outbound.push(server.local_addr());
+                Switch::Outbound(server)
+            }
+        };
         let engine = Engine::start(
             EngineConfig {
                 node_id: format!("node-{n}"),
                 arbiters: 1,
                 cluster: ClusterSettings {
                     lease: LEASE,
-                    claim_grace: Duration::from_millis(150),
+                    claim_grace,
                     advertise: format!("http://node-{n}"),
                 },
                 ..EngineConfig::default()
@@ -92,18 +132,32 @@ async fn cluster(count: usize, time_scale: f64, app: &str) -> Cluster {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(LEASE / 2).await;
-    Cluster { sim, nodes }
+    Cluster {
+        sim,
+        nodes,
+        ownership,
+        outbound,
+    }
+}
+
+fn new_call() -> NewCall {
+    NewCall {
+        to: "3004".into(),
+        from: "caller".into(),
+        caller_id_name: "Caller".into(),
+        caller_id_number: "+15550000000".into(),
+        ..NewCall::default()
+    }
 }
 
 impl Cluster {
     fn call(&self) -> String {
-        self.sim.place_call(NewCall {
-            to: "3004".into(),
-            from: "caller".into(),
-            caller_id_name: "Caller".into(),
-            caller_id_number: "+15550000000".into(),
-            ..NewCall::default()
-        })
+        self.sim.place_call(new_call())
+    }
+
+    /// A call whose dialplan is `socket <node n's listener> async full`.
+    fn socket_call(&self, node: usize) -> String {
+        self.sim.place_socket_call(new_call(), self.outbound[node])
     }
 
     async fn finished(&self, calls: &[String], within: Duration) -> Vec<CallView> {
@@ -243,4 +297,104 @@ async fn a_draining_node_hands_its_calls_over_and_none_is_lost() {
     for view in &views {
         assert_eq!(spoken(view), vec!["done"], "{view:#?}");
     }
+}
+
+#[actix_rt::test]
+async fn outbound_calls_are_driven_by_the_node_they_reach_and_end_with_it() {
+    let app = MockServer::start().await;
+    Mock::given(path("/ivr"))
+        .respond_with(twiml(
+            "<Response><Play>tone_stream://%(2500,0,440)</Play><Say>done</Say></Response>",
+        ))
+        .mount(&app)
+        .await;
+    // A claim grace far above the test's waits: a node that ranked itself after its peer (as
+    // it would for about half of inbound calls) would not have answered in time.
+    let mut cluster = cluster_with(
+        2,
+        1.0,
+        &format!("{}/ivr", app.uri()),
+        Way::Outbound,
+        Duration::from_secs(5),
+    )
+    .await;
+    let calls: Vec<String> = (0..6).map(|_| cluster.socket_call(0)).collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Every call is in its playback on node-0, claimed at once; node-1 never saw them.
+    let victim = cluster.nodes[0].take().unwrap();
+    assert_eq!(victim.channels(None).len(), calls.len());
+    assert!(calls.iter().all(|c| {
+        let view = cluster.sim.call(c).unwrap();
+        view.events.iter().any(|e| e.kind == "played") || view.state == "answered"
+    }));
+    let survivor = cluster.nodes[1].as_ref().unwrap();
+    assert_eq!(survivor.active_calls(), 0);
+    // node-0 dies: its connections close with it, and FreeSWITCH, with nothing after `socket`
+    // in the dialplan, hangs each call up.
+    victim.shutdown();
+    let views = cluster.finished(&calls, Duration::from_secs(5)).await;
+    for view in &views {
+        assert_eq!(
+            view.hangup_cause.as_deref(),
+            Some("NORMAL_CLEARING"),
+            "{view:#?}"
+        );
+        assert!(spoken(view).is_empty(), "{view:#?}");
+    }
+    // Once node-0's lease has run out, node-1 adopts its records, finds no connection for any
+    // of them and finishes them: nothing is left to adopt again, nothing was commanded.
+    let deadline = Instant::now() + LEASE * 4 + Duration::from_secs(2);
+    loop {
+        let left = cluster.ownership.calls(None, 100).await.unwrap();
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "records left: {left:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let survivor = cluster.nodes[1].as_ref().unwrap();
+    assert_eq!(survivor.active_calls(), 0);
+    // Finished at adoption, before any actor ran for them.
+    assert_eq!(survivor.metrics().cluster_takeovers.get(), 0);
+    let drivers = cluster.drivers();
+    for call in &calls {
+        assert_eq!(drivers[call].len(), 1, "call {call}: {:?}", drivers[call]);
+        assert!(drivers[call].iter().all(|(_, epoch)| *epoch == 1));
+    }
+    // A fresh call to the survivor still runs to its end there.
+    let fresh = cluster.socket_call(1);
+    let view = &cluster.finished(&[fresh], Duration::from_secs(10)).await[0];
+    assert_eq!(spoken(view), vec!["done"], "{view:#?}");
+}
+
+#[actix_rt::test]
+async fn a_draining_node_refuses_outbound_calls_rather_than_leave_them_silent() {
+    let app = MockServer::start().await;
+    Mock::given(path("/ivr"))
+        .respond_with(twiml("<Response><Say>hello</Say></Response>"))
+        .mount(&app)
+        .await;
+    let cluster = cluster_with(
+        1,
+        0.0,
+        &format!("{}/ivr", app.uri()),
+        Way::Outbound,
+        Duration::from_millis(150),
+    )
+    .await;
+    let before = cluster.socket_call(0);
+    let view = &cluster.finished(&[before], Duration::from_secs(10)).await[0];
+    assert_eq!(spoken(view), vec!["hello"], "{view:#?}");
+    let node = cluster.nodes[0].as_ref().unwrap();
+    node.drain(Duration::ZERO).await;
+    // No peer will ever see this call: it is refused at once, as at max_calls.
+    let during = cluster.socket_call(0);
+    let view = &cluster.finished(&[during], Duration::from_secs(5)).await[0];
+    assert_eq!(
+        view.hangup_cause.as_deref(),
+        Some("SWITCH_CONGESTION"),
+        "{view:#?}"
+    );
+    assert!(spoken(view).is_empty(), "{view:#?}");
+    node.shutdown();
 }

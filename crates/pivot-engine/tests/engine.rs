@@ -12,7 +12,7 @@ use pivot_cluster::{
 };
 use pivot_engine::{AccountSettings, Engine, EngineConfig, Metrics, Services};
 use pivot_switch::sim::{CallView, DialAnswer, NewCall, ScriptStep, SimConfig, Simulator};
-use pivot_switch::{SwitchClient, SwitchConfig};
+use pivot_switch::{Switch, SwitchClient, SwitchConfig};
 use pivot_webhook::{ClientConfig, WebhookClient};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -65,7 +65,7 @@ impl Harness {
             webhook,
             metrics: Metrics::new().unwrap(),
         };
-        let engine = Engine::start(config, services, vec![switch], rx);
+        let engine = Engine::start(config, services, vec![Switch::Inbound(switch)], rx);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !engine.switches_connected() {
             assert!(Instant::now() < deadline, "switch never connected");

@@ -17,6 +17,12 @@ const ENV_SEPARATOR: &str = "__";
 const MIN_LEASE_MS: u64 = 500;
 const MIN_BODY_BYTES: usize = 1024;
 const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// The name of the embedded simulator's switch (`switch.kind = "sim"`).
+pub const SIM_SWITCH_NAME: &str = "sim";
+/// A connection is a call: far above what one node carries, low enough to be a typo's bound.
+const MAX_OUTBOUND_CONNECTIONS: usize = 1_000_000;
+/// A lingering connection is held (a file descriptor, a connection slot) after its call ended.
+const MAX_LINGER_S: u32 = 3600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -128,6 +134,27 @@ pub struct SwitchSection {
     pub kind: SwitchKind,
     pub sim: SimSwitchConfig,
     pub freeswitch: Vec<FreeswitchConfig>,
+    /// FreeSWITCH's outbound socket mode: a second way in, beside either kind.
+    pub outbound: OutboundSwitchConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundSwitchConfig {
+    /// Where to accept FreeSWITCH's `socket <host:port> async full` connections; empty: not
+    /// listening (see [`OutboundSwitchConfig::enabled`]).
+    pub listen: String,
+    pub name: String,
+    /// `linger` seconds asked for after a hang-up, so the final events still arrive.
+    pub linger_s: u32,
+    /// Calls (connections) at once; more are closed at accept.
+    pub max_connections: usize,
+}
+
+impl OutboundSwitchConfig {
+    pub fn enabled(&self) -> bool {
+        !self.listen.trim().is_empty()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -312,6 +339,17 @@ impl Default for FreeswitchConfig {
             name: None,
             address: String::new(),
             password: "ClueCon".to_owned(),
+        }
+    }
+}
+
+impl Default for OutboundSwitchConfig {
+    fn default() -> Self {
+        Self {
+            listen: String::new(),
+            name: "outbound".to_owned(),
+            linger_s: 10,
+            max_connections: 10_000,
         }
     }
 }
@@ -557,10 +595,15 @@ impl Config {
                 format!("must be a finite number >= 0, not {}", sim.time_scale),
             ));
         }
-        if self.switch.kind == SwitchKind::Freeswitch && self.switch.freeswitch.is_empty() {
+        let outbound = &self.switch.outbound;
+        if self.switch.kind == SwitchKind::Freeswitch
+            && self.switch.freeswitch.is_empty()
+            && !outbound.enabled()
+        {
             return Err(invalid(
                 "switch.freeswitch",
-                "at least one [[switch.freeswitch]] is required when switch.kind = \"freeswitch\"",
+                "at least one [[switch.freeswitch]] (or switch.outbound.listen) is required when \
+                 switch.kind = \"freeswitch\"",
             ));
         }
         let mut names: BTreeMap<&str, usize> = BTreeMap::new();
@@ -583,6 +626,44 @@ impl Config {
                         "{:?} is also the name of switch.freeswitch[{j}]",
                         fs.effective_name()
                     ),
+                ));
+            }
+        }
+        if outbound.enabled() {
+            parse_socket_addr("switch.outbound.listen", outbound.listen.trim())?;
+            if outbound.name.trim().is_empty() {
+                return Err(invalid("switch.outbound.name", "must not be empty"));
+            }
+            // Calls find their switch by name: a shared name would send one way's commands
+            // down the other.
+            if let Some(i) = names.get(outbound.name.as_str()) {
+                return Err(invalid(
+                    "switch.outbound.name",
+                    format!(
+                        "{:?} is also the name of switch.freeswitch[{i}]",
+                        outbound.name
+                    ),
+                ));
+            }
+            if self.switch.kind == SwitchKind::Sim && outbound.name == SIM_SWITCH_NAME {
+                return Err(invalid(
+                    "switch.outbound.name",
+                    format!("{SIM_SWITCH_NAME:?} is the embedded simulator's name"),
+                ));
+            }
+            if !(1..=MAX_OUTBOUND_CONNECTIONS).contains(&outbound.max_connections) {
+                return Err(invalid(
+                    "switch.outbound.max_connections",
+                    format!(
+                        "must be between 1 and {MAX_OUTBOUND_CONNECTIONS}, not {}",
+                        outbound.max_connections
+                    ),
+                ));
+            }
+            if outbound.linger_s > MAX_LINGER_S {
+                return Err(invalid(
+                    "switch.outbound.linger_s",
+                    format!("must be at most {MAX_LINGER_S}, not {}", outbound.linger_s),
                 ));
             }
         }
@@ -1235,6 +1316,79 @@ mod tests {
     }
 
     #[test]
+    fn outbound_parses_with_its_defaults_and_stands_in_for_freeswitch_boxes() {
+        let c = load_text(
+            "[switch]\nkind = \"freeswitch\"\n[switch.outbound]\nlisten = \"0.0.0.0:8084\"\n",
+            &[],
+        )
+        .unwrap();
+        assert!(c.switch.freeswitch.is_empty());
+        assert!(c.switch.outbound.enabled());
+        assert_eq!(c.switch.outbound.listen, "0.0.0.0:8084");
+        assert_eq!(c.switch.outbound.name, "outbound");
+        assert_eq!(c.switch.outbound.linger_s, 10);
+        assert_eq!(c.switch.outbound.max_connections, 10_000);
+        let c = load_env(&[
+            ("PIVOT_SWITCH__OUTBOUND__LISTEN", "127.0.0.1:0"),
+            ("PIVOT_SWITCH__OUTBOUND__LINGER_S", "0"),
+        ])
+        .unwrap();
+        assert_eq!(c.switch.kind, SwitchKind::Sim);
+        assert_eq!(c.switch.outbound.listen, "127.0.0.1:0");
+        assert_eq!(c.switch.outbound.linger_s, 0);
+        let err = load_text("[switch.outbound]\nlisten = 8084\n", &[]).unwrap_err();
+        assert_eq!(err.key(), Some("switch.outbound.listen"), "{err}");
+        let err = load_text("[switch.outbound]\nlinger = 1\n", &[]).unwrap_err();
+        assert_eq!(err.key(), Some("switch.outbound.linger"), "{err}");
+    }
+
+    #[test]
+    fn validate_outbound() {
+        let mut c = Config::default();
+        assert!(!c.switch.outbound.enabled());
+        // Disabled, its other keys are not looked at.
+        c.switch.outbound.max_connections = 0;
+        c.validate().unwrap();
+        c.switch.outbound.max_connections = 10;
+        c.switch.outbound.listen = "   ".into();
+        assert!(!c.switch.outbound.enabled());
+        c.validate().unwrap();
+
+        c.switch.kind = SwitchKind::Freeswitch;
+        assert_eq!(invalid_key(&c), "switch.freeswitch");
+        c.switch.outbound.listen = "pivot:8084".into();
+        assert_eq!(invalid_key(&c), "switch.outbound.listen");
+        c.switch.outbound.listen = "0.0.0.0".into();
+        assert_eq!(invalid_key(&c), "switch.outbound.listen");
+        c.switch.outbound.listen = "0.0.0.0:8084".into();
+        c.validate().unwrap();
+        c.switch.outbound.max_connections = 0;
+        assert_eq!(invalid_key(&c), "switch.outbound.max_connections");
+        c.switch.outbound.max_connections = 10_000;
+        c.switch.outbound.linger_s = 3601;
+        assert_eq!(invalid_key(&c), "switch.outbound.linger_s");
+        c.switch.outbound.linger_s = 0;
+        c.validate().unwrap();
+        c.switch.outbound.name = " ".into();
+        assert_eq!(invalid_key(&c), "switch.outbound.name");
+
+        // Calls find their switch by name: no two ways in may share one.
+        c.switch.freeswitch.push(FreeswitchConfig {
+            name: Some("fs1".into()),
+            address: "10.0.0.5:8021".into(),
+            ..FreeswitchConfig::default()
+        });
+        c.switch.outbound.name = "fs1".into();
+        assert_eq!(invalid_key(&c), "switch.outbound.name");
+        c.switch.outbound.name = "sim".into();
+        c.validate().unwrap();
+        c.switch.kind = SwitchKind::Sim;
+        assert_eq!(invalid_key(&c), "switch.outbound.name");
+        c.switch.outbound.name = "outbound".into();
+        c.validate().unwrap();
+    }
+
+    #[test]
     fn validate_time_scale() {
         for bad in [-0.5, f64::NAN, f64::INFINITY] {
             let mut c = Config::default();
@@ -1454,6 +1608,7 @@ mod tests {
         assert!(c.node.advertise.is_some());
         assert!(!c.api.tokens.is_empty());
         assert!(!c.switch.freeswitch.is_empty());
+        assert!(c.switch.outbound.enabled());
         assert!(!c.accounts.is_empty());
     }
 

@@ -1,7 +1,7 @@
 //! A node: `pivotd` (the embedded default) and `pivotd serve --config FILE`. Wires the switch
-//! clients (or the embedded simulator), the cluster backend, the engine and the HTTP API, and
-//! owns the process's signals: SIGTERM drains (readiness off, no new calls, live calls finish
-//! or are handed over) before the process exits.
+//! clients (or the embedded simulator) and the outbound socket listener, the cluster backend,
+//! the engine and the HTTP API, and owns the process's signals: SIGTERM drains (readiness off,
+//! no new calls, live calls finish or are handed over) before the process exits.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,12 +21,14 @@ use pivot_engine::{
     AccountSettings, ClusterSettings, Engine, EngineConfig, Metrics, Services, TtsSettings,
 };
 use pivot_switch::sim::{SimConfig, Simulator};
-use pivot_switch::{SwitchClient, SwitchConfig, SwitchEvent};
+use pivot_switch::{
+    OutboundConfig, OutboundServer, Switch, SwitchClient, SwitchConfig, SwitchEvent,
+};
 use pivot_webhook::{ClientConfig, WebhookClient};
 use tokio::sync::mpsc;
 
 use crate::api::{ApiState, Auth};
-use crate::config::{ClusterBackend, Config, DEMO_ACCOUNT_ID, SwitchKind};
+use crate::config::{ClusterBackend, Config, DEMO_ACCOUNT_ID, SIM_SWITCH_NAME, SwitchKind};
 
 /// Switch events buffered between the clients and the engine's dispatcher.
 const EVENT_QUEUE: usize = 16 * 1024;
@@ -83,7 +85,7 @@ async fn node(config: Config, demo: bool) -> anyhow::Result<()> {
     let (events_tx, events_rx) = mpsc::channel::<SwitchEvent>(EVENT_QUEUE);
 
     let mut simulator = None;
-    let switches = match config.switch.kind {
+    let mut switches = match config.switch.kind {
         SwitchKind::Sim => {
             let sim_config = &config.switch.sim;
             let esl_listen: SocketAddr = sim_config
@@ -101,30 +103,40 @@ async fn node(config: Config, demo: bool) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot start the simulator on {esl_listen}"))?;
             let client = SwitchClient::start(
-                SwitchConfig::new("sim", sim.esl_addr().to_string(), &sim_config.password),
+                SwitchConfig::new(
+                    SIM_SWITCH_NAME,
+                    sim.esl_addr().to_string(),
+                    &sim_config.password,
+                ),
                 events_tx.clone(),
             );
             simulator = Some(sim);
-            vec![client]
+            vec![Switch::Inbound(client)]
         }
         SwitchKind::Freeswitch => config
             .switch
             .freeswitch
             .iter()
             .map(|fs| {
-                SwitchClient::start(
+                Switch::Inbound(SwitchClient::start(
                     SwitchConfig::new(fs.effective_name(), &fs.address, &fs.password),
                     events_tx.clone(),
-                )
+                ))
             })
             .collect(),
     };
+    let outbound = outbound_server(&config, events_tx.clone()).await?;
+    if let Some(server) = &outbound {
+        switches.push(Switch::Outbound(server.clone()));
+    }
     drop(events_tx);
     for switch in &switches {
+        // An inbound client reports itself connected with its first SwitchUp; an outbound
+        // server is a listener, up from here on (see `Switch::is_connected`).
         metrics
             .switch_connected
             .with_label_values(&[switch.name()])
-            .set(0);
+            .set(i64::from(switch.is_outbound()));
     }
 
     let stores = match config.cluster.backend {
@@ -210,15 +222,25 @@ async fn node(config: Config, demo: bool) -> anyhow::Result<()> {
     }
     // One line for people and for tests that start pivotd on port 0.
     println!(
-        "pivotd {} node {} listening on http://{bound}{}",
+        "pivotd {} node {} listening on http://{bound}{}{}",
         env!("CARGO_PKG_VERSION"),
         config.node.id,
         simulator
             .as_ref()
             .map(|s| format!(" (simulator: esl {})", s.esl_addr()))
+            .unwrap_or_default(),
+        outbound
+            .as_ref()
+            .map(|o| format!(" (outbound socket: {})", o.local_addr()))
             .unwrap_or_default()
     );
-    tracing::info!(node = %config.node.id, api = %bound, advertise = %config.advertise_url(), "pivotd started");
+    tracing::info!(
+        node = %config.node.id,
+        api = %bound,
+        advertise = %config.advertise_url(),
+        outbound = outbound.as_ref().map(|o| o.local_addr().to_string()),
+        "pivotd started"
+    );
 
     wait_for_signal().await;
     tracing::info!(node = %config.node.id, "draining: readiness off, no new calls");
@@ -237,6 +259,29 @@ async fn node(config: Config, demo: bool) -> anyhow::Result<()> {
     }
     tracing::info!(node = %config.node.id, "pivotd stopped");
     Ok(())
+}
+
+/// The outbound socket listener of `[switch.outbound]`, when it is configured.
+async fn outbound_server(
+    config: &Config,
+    events: mpsc::Sender<SwitchEvent>,
+) -> anyhow::Result<Option<OutboundServer>> {
+    let section = &config.switch.outbound;
+    if !section.enabled() {
+        return Ok(None);
+    }
+    let listen: SocketAddr = section
+        .listen
+        .trim()
+        .parse()
+        .context("switch.outbound.listen")?;
+    let mut outbound = OutboundConfig::new(&section.name, listen);
+    outbound.linger_s = section.linger_s;
+    outbound.max_connections = section.max_connections;
+    let server = OutboundServer::bind(outbound, events)
+        .await
+        .with_context(|| format!("cannot listen for outbound socket connections on {listen}"))?;
+    Ok(Some(server))
 }
 
 /// The cluster backend's four services.

@@ -12,7 +12,7 @@ use pivot_cluster::{
 };
 use pivot_engine::{ClusterSettings, Engine, EngineConfig, Metrics, Services, SetupObserver};
 use pivot_switch::sim::NewCall;
-use pivot_switch::{SwitchClient, SwitchConfig};
+use pivot_switch::{Switch, SwitchClient, SwitchConfig};
 use pivot_webhook::{ClientConfig, WebhookClient};
 use tokio::sync::mpsc;
 
@@ -158,7 +158,7 @@ pub async fn node_on(
             .unwrap(),
             metrics: metrics.clone(),
         },
-        vec![switch],
+        vec![Switch::Inbound(switch)],
         rx,
     );
     while !engine.switches_connected() || !engine.is_accepting() {

@@ -317,6 +317,12 @@ impl Sim {
         place_call(&self.http, to, script)
     }
 
+    /// Places a call whose dialplan is `socket <socket> async full` (FreeSWITCH's outbound
+    /// socket mode): the simulator connects to the controller listening at `socket`.
+    pub fn socket_call(&self, to: &str, script: Value, socket: &str) -> String {
+        post_call(&self.http, new_call(to, script, Some(socket)))
+    }
+
     pub fn finished(&self, call_id: &str) -> Value {
         wait_finished(&self.http, call_id)
     }
@@ -324,10 +330,22 @@ impl Sim {
 
 /// Places a call through a simulator API at `addr` (a node's or a standalone one's).
 pub fn place_call(addr: &str, to: &str, script: Value) -> String {
-    let body = serde_json::json!({
+    post_call(addr, new_call(to, script, None))
+}
+
+/// The body of `POST /sim/calls`.
+fn new_call(to: &str, script: Value, socket: Option<&str>) -> Value {
+    let mut body = serde_json::json!({
         "to": to, "from": "user_sov2kt", "caller_id_name": "JoeFromIT",
         "caller_id_number": "+15551230000", "script": script
     });
+    if let Some(socket) = socket {
+        body["socket"] = Value::from(socket);
+    }
+    body
+}
+
+fn post_call(addr: &str, body: Value) -> String {
     let (status, body) = http(addr, "POST", "/sim/calls", Some(&body.to_string()), None);
     assert_eq!(status, 201, "{body}");
     let value: Value = serde_json::from_str(&body).unwrap();
