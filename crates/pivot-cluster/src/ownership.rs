@@ -65,6 +65,30 @@ pub trait Ownership: Send + Sync + std::fmt::Debug + 'static {
         node: &'a str,
     ) -> BoxFuture<'a, Result<Option<Lease>, ClusterError>>;
 
+    /// [`claim`](Ownership::claim) with the call's first checkpoint written by the same
+    /// operation, so a new call costs one round trip less; the checkpoint is only written when
+    /// the claim is won, and a checkpoint refused (too large) refuses the claim. The default
+    /// makes the two calls in turn.
+    fn claim_with_checkpoint<'a>(
+        &'a self,
+        call_id: &'a str,
+        account_id: &'a str,
+        node: &'a str,
+        state: String,
+    ) -> BoxFuture<'a, Result<Option<Lease>, ClusterError>> {
+        Box::pin(async move {
+            let Some(lease) = self.claim(call_id, account_id, node).await? else {
+                return Ok(None);
+            };
+            // Both or neither: a claim whose checkpoint is refused is undone.
+            if let Err(error) = self.checkpoint(&lease, state).await {
+                let _ = self.finish(&lease).await;
+                return Err(error);
+            }
+            Ok(Some(lease))
+        })
+    }
+
     /// Takes over a call whose owner is gone or which was released: compare-and-set on
     /// `expected_epoch` (the epoch the caller saw), bumping the epoch. `Ok(None)` if the epoch
     /// moved on (someone else won); `NotFound` if the call ended.

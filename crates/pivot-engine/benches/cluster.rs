@@ -44,9 +44,10 @@ fn main() {
             with_redis / memory
         );
         println!(
-            "  ownership round trips per call: {ownership_ops:.2} (claim, a checkpoint before \
-             each of the 3 steps — pivot request, say, hang up — and finish; each one Lua \
-             script), plus one callflow lookup"
+            "  ownership round trips per call: {ownership_ops:.2} (the claim, carrying the \
+             checkpoint before the pivot request; a checkpoint before each later step — say, \
+             hang up; finish; each one Lua script on a multiplexed connection that pipelines \
+             all calls' requests), plus one callflow lookup"
         );
         println!(
             "  commands Redis executed per call, inside scripts included: {:.1}",

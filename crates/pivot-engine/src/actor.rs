@@ -108,6 +108,8 @@ pub(crate) struct CallActor<'m> {
     call_deadline: tokio::time::Instant,
     /// DTMF events are kept as `Digits` only while a prompt plays (collections read their own).
     keep_dtmf: bool,
+    /// The checkpoint the claim wrote, until the first checkpoint compares against it.
+    already_written: Option<String>,
 }
 
 impl<'m> CallActor<'m> {
@@ -141,7 +143,13 @@ impl<'m> CallActor<'m> {
             parked_at,
             setup_recorded,
             keep_dtmf: false,
+            already_written: None,
         }
+    }
+
+    /// The next checkpoint is not written if its text is `state`: the claim wrote it.
+    pub(crate) fn skip_checkpoint_of(&mut self, state: Option<String>) {
+        self.already_written = state;
     }
 
     /// Runs the call to its end.
@@ -205,6 +213,13 @@ impl<'m> CallActor<'m> {
                 return Ok(());
             }
         };
+        if self
+            .already_written
+            .take()
+            .is_some_and(|written| written == text)
+        {
+            return Ok(());
+        }
         match self.shared.ownership.checkpoint(&self.lease, text).await {
             Ok(()) => Ok(()),
             Err(ClusterError::Fenced { .. }) => {

@@ -587,7 +587,15 @@ async fn supervise(
             return;
         }
     }
-    let lease = match claim(&shared, &call_id, &state.call.account_id).await {
+    // (A state that cannot be serialized is claimed without; the actor's checkpoint logs why.)
+    let first_checkpoint = state.to_json().ok();
+    let claimed = claim(
+        &shared,
+        &call_id,
+        &state.call.account_id,
+        first_checkpoint.as_deref(),
+    );
+    let lease = match claimed.await {
         Ok(Some(lease)) => {
             shared
                 .metrics
@@ -645,7 +653,7 @@ async fn supervise(
     let ending = run_supervised(
         &shared,
         state,
-        lease.clone(),
+        (lease.clone(), first_checkpoint),
         switch,
         &mut mailbox,
         status,
@@ -661,16 +669,29 @@ const CLAIM_ATTEMPTS: u32 = 3;
 /// Claims a new call. A claim that timed out may still have been made: the record is read back
 /// before trying again, so that a call this node owns in the backend is never left undriven (no
 /// peer would ever take it: its owner is alive).
+///
+/// `first_checkpoint` is written by the claim itself (one round trip for both); the actor then
+/// skips its own identical first checkpoint.
 async fn claim(
     shared: &Shared,
     call_id: &str,
     account_id: &str,
+    first_checkpoint: Option<&str>,
 ) -> Result<Option<Lease>, ClusterError> {
     let node = &shared.config.node_id;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let error = match shared.ownership.claim(call_id, account_id, node).await {
+        let claimed = match first_checkpoint {
+            Some(state) => {
+                shared
+                    .ownership
+                    .claim_with_checkpoint(call_id, account_id, node, state.to_owned())
+                    .await
+            }
+            None => shared.ownership.claim(call_id, account_id, node).await,
+        };
+        let error = match claimed {
             Err(ClusterError::Unavailable(message)) => ClusterError::Unavailable(message),
             other => return other,
         };
@@ -814,7 +835,7 @@ pub(crate) async fn resume(shared: &Arc<Shared>, lease: Lease, handed_over: bool
         let ending = run_supervised(
             &shared,
             state,
-            lease.clone(),
+            (lease.clone(), None),
             switch,
             &mut mailbox,
             status,
@@ -865,10 +886,11 @@ async fn finish_call(shared: &Shared, lease: &Lease, ending: Ending) {
     }
 }
 
+/// `lease` comes with the checkpoint its claim already wrote, if any.
 async fn run_supervised(
     shared: &Arc<Shared>,
     mut state: CallState,
-    lease: Lease,
+    (lease, mut written): (Lease, Option<String>),
     switch: Switch,
     mailbox: &mut mpsc::Receiver<CallMsg>,
     status: Arc<Mutex<String>>,
@@ -885,6 +907,8 @@ async fn run_supervised(
             Arc::clone(&status),
             parked_at,
         );
+        // Only the first actor: a restarted one starts from a checkpoint it must rewrite.
+        actor.skip_checkpoint_of(written.take());
         let result = AssertUnwindSafe(actor.run()).catch_unwind().await;
         match result {
             Ok(ending) => {

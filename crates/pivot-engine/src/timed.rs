@@ -54,6 +54,20 @@ impl Ownership for TimedOwnership {
         self.time("claim", self.inner.claim(call_id, account_id, node))
     }
 
+    fn claim_with_checkpoint<'a>(
+        &'a self,
+        call_id: &'a str,
+        account_id: &'a str,
+        node: &'a str,
+        state: String,
+    ) -> BoxFuture<'a, Result<Option<Lease>, ClusterError>> {
+        self.time(
+            "claim",
+            self.inner
+                .claim_with_checkpoint(call_id, account_id, node, state),
+        )
+    }
+
     fn adopt<'a>(
         &'a self,
         call_id: &'a str,

@@ -39,23 +39,26 @@ fn unknown(call_id: &str) -> bool {
 }
 
 impl RedisCluster {
+    /// A claim, and with `state` the call's first checkpoint in the same script.
     async fn claim_now(
         &self,
         call_id: &str,
         account_id: &str,
         node: &str,
+        state: Option<&str>,
     ) -> Result<Option<Lease>, ClusterError> {
         check_key("call_id", call_id)?;
         check_key("account_id", account_id)?;
         check_key("node", node)?;
+        if let Some(state) = state {
+            self.check_checkpoint_size(state)?;
+        }
         let keys = &self.inner.keys;
         let max_calls = self.inner.options.max_calls;
         let (status, epoch): (i64, u64) = self
             .run("claim", |mut con| async move {
-                self.inner
-                    .scripts
-                    .claim
-                    .key(keys.call(call_id))
+                let mut invocation = self.inner.scripts.claim.key(keys.call(call_id));
+                invocation
                     .key(keys.calls())
                     .key(keys.account_calls(account_id))
                     .key(keys.node_calls(node))
@@ -63,9 +66,11 @@ impl RedisCluster {
                     .arg(account_id)
                     .arg(node)
                     .arg(max_calls)
-                    .arg(keys.node_calls_prefix())
-                    .invoke_async(&mut con)
-                    .await
+                    .arg(keys.node_calls_prefix());
+                if let Some(state) = state {
+                    invocation.arg(state).arg(now_unix_ms());
+                }
+                invocation.invoke_async(&mut con).await
             })
             .await?;
         match status {
@@ -119,7 +124,7 @@ impl RedisCluster {
         }
     }
 
-    async fn checkpoint_now(&self, lease: &Lease, state: String) -> Result<(), ClusterError> {
+    fn check_checkpoint_size(&self, state: &str) -> Result<(), ClusterError> {
         let limit = self.inner.options.max_checkpoint_bytes;
         if state.len() > limit {
             return Err(ClusterError::TooLarge {
@@ -128,6 +133,11 @@ impl RedisCluster {
                 limit,
             });
         }
+        Ok(())
+    }
+
+    async fn checkpoint_now(&self, lease: &Lease, state: String) -> Result<(), ClusterError> {
+        self.check_checkpoint_size(&state)?;
         if unknown(&lease.call_id) {
             return Err(not_found(&lease.call_id));
         }
@@ -305,7 +315,20 @@ impl Ownership for RedisCluster {
         account_id: &'a str,
         node: &'a str,
     ) -> BoxFuture<'a, Result<Option<Lease>, ClusterError>> {
-        Box::pin(self.claim_now(call_id, account_id, node))
+        Box::pin(self.claim_now(call_id, account_id, node, None))
+    }
+
+    fn claim_with_checkpoint<'a>(
+        &'a self,
+        call_id: &'a str,
+        account_id: &'a str,
+        node: &'a str,
+        state: String,
+    ) -> BoxFuture<'a, Result<Option<Lease>, ClusterError>> {
+        Box::pin(async move {
+            self.claim_now(call_id, account_id, node, Some(&state))
+                .await
+        })
     }
 
     fn adopt<'a>(

@@ -10,8 +10,14 @@ use redis::Script;
 /// `{status, epoch}`: 1 = claimed at `epoch`; 0 = owned by another node (current `epoch`);
 /// -1 = the call bound is reached.
 /// KEYS: call hash, all-calls zset, account zset, node zset.
-/// ARGV: call id, account, node, max calls, node-calls key prefix.
+/// ARGV: call id, account, node, max calls, node-calls key prefix; optionally a first
+/// checkpoint and the time (ms), written as the new epoch's state when the claim is won.
 const CLAIM: &str = r"
+local function first_checkpoint(epoch)
+  if ARGV[6] then
+    redis.call('HSET', KEYS[1], 'state', ARGV[6], 'state_node', ARGV[3], 'state_epoch', epoch, 'updated', ARGV[7])
+  end
+end
 local node = redis.call('HGET', KEYS[1], 'node')
 if node then
   local epoch = tonumber(redis.call('HGET', KEYS[1], 'epoch'))
@@ -23,6 +29,7 @@ if node then
   redis.call('HSET', KEYS[1], 'node', ARGV[3], 'released', '0')
   redis.call('ZREM', ARGV[5] .. node, ARGV[1])
   redis.call('ZADD', KEYS[4], 0, ARGV[1])
+  first_checkpoint(epoch)
   return {1, epoch}
 end
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then
@@ -32,6 +39,7 @@ redis.call('HSET', KEYS[1], 'node', ARGV[3], 'epoch', 1, 'account', ARGV[2], 're
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
 redis.call('ZADD', KEYS[3], 0, ARGV[1])
 redis.call('ZADD', KEYS[4], 0, ARGV[1])
+first_checkpoint(1)
 return {1, 1}
 ";
 

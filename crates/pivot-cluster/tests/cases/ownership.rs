@@ -128,6 +128,46 @@ pub async fn claiming_a_released_call_takes_the_next_epoch_and_keeps_the_checkpo
     assert_eq!(ownership.load("c").await.unwrap().unwrap().state, "s");
 }
 
+pub async fn a_claim_with_its_first_checkpoint_writes_it_only_when_won(b: &impl Backend) {
+    let ownership = b.ownership(10, None).await;
+    let lease = ownership
+        .claim_with_checkpoint("c", "acct", "a", "first".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lease.epoch, 1);
+    let checkpoint = ownership.load("c").await.unwrap().unwrap();
+    assert_eq!(checkpoint.state, "first");
+    assert_eq!((checkpoint.node.as_str(), checkpoint.epoch), ("a", 1));
+    // A lost claim writes nothing.
+    let lost = ownership
+        .claim_with_checkpoint("c", "acct", "b", "intruder".into())
+        .await
+        .unwrap();
+    assert_eq!(lost, None);
+    assert_eq!(ownership.load("c").await.unwrap().unwrap().state, "first");
+    // Claiming a released call takes the next epoch, its checkpoint that epoch's.
+    ownership.release(&lease).await.unwrap();
+    let next = ownership
+        .claim_with_checkpoint("c", "acct", "b", "again".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.epoch, 2);
+    let checkpoint = ownership.load("c").await.unwrap().unwrap();
+    assert_eq!(
+        (checkpoint.state.as_str(), checkpoint.node.as_str(), checkpoint.epoch),
+        ("again", "b", 2)
+    );
+    // The checkpoint bound holds for the claim's checkpoint too, and refuses the claim.
+    let big = "x".repeat(300 * 1024);
+    assert!(matches!(
+        ownership.claim_with_checkpoint("d", "acct", "a", big).await,
+        Err(ClusterError::TooLarge { .. })
+    ));
+    assert_eq!(ownership.owner("d").await.unwrap(), None);
+}
+
 pub async fn finish_forgets_the_call(b: &impl Backend) {
     let ownership = b.ownership(10, None).await;
     let lease = ownership.claim("c", "acct", "a").await.unwrap().unwrap();
