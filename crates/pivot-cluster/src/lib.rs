@@ -39,7 +39,7 @@ pub use debug::{
 pub use error::{ClusterError, StoreError};
 pub use ids::new_id;
 pub use nodes::{MemoryNodes, NodeInfo, Nodes};
-pub use ownership::{CallOwner, Checkpoint, Lease, MemoryOwnership, Ownership};
+pub use ownership::{Adopted, CallOwner, Checkpoint, Lease, MemoryOwnership, Ownership};
 pub use rendezvous::{rendezvous_rank, rendezvous_weight};
 
 pub use crate::redis::{RedisCluster, RedisOptions};

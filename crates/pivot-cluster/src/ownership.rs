@@ -38,6 +38,9 @@ pub struct Checkpoint {
     pub updated_unix_ms: u64,
 }
 
+/// An adoption's lease and the checkpoint it resumes from (`None`: nothing readable).
+pub type Adopted = (Lease, Option<Checkpoint>);
+
 /// A live call's ownership as the API and the adoption sweep see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallOwner {
@@ -98,6 +101,24 @@ pub trait Ownership: Send + Sync + std::fmt::Debug + 'static {
         node: &'a str,
         expected_epoch: u64,
     ) -> BoxFuture<'a, Result<Option<Lease>, ClusterError>>;
+
+    /// [`adopt`](Ownership::adopt), and on success the checkpoint to resume from (as
+    /// [`load`](Ownership::load) would read it) in the same operation. The default makes the
+    /// two calls in turn.
+    fn adopt_and_load<'a>(
+        &'a self,
+        call_id: &'a str,
+        node: &'a str,
+        expected_epoch: u64,
+    ) -> BoxFuture<'a, Result<Option<Adopted>, ClusterError>> {
+        Box::pin(async move {
+            let Some(lease) = self.adopt(call_id, node, expected_epoch).await? else {
+                return Ok(None);
+            };
+            let checkpoint = self.load(call_id).await?;
+            Ok(Some((lease, checkpoint)))
+        })
+    }
 
     /// Writes the call's checkpoint only if `lease.epoch` is still the current epoch (else
     /// `Fenced`). The state's size is bounded (`TooLarge`).

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use pivot_cluster::{CallOwner, Lease, rendezvous_rank};
+use pivot_cluster::{CallOwner, rendezvous_rank};
 
 use crate::engine::{Shared, resume};
 
@@ -195,12 +195,12 @@ async fn adopt(shared: &Arc<Shared>, call: CallOwner) {
         return;
     }
     let node = shared.config.node_id.clone();
-    let lease: Lease = match shared
+    let (lease, checkpoint) = match shared
         .ownership
-        .adopt(&call.call_id, &node, call.epoch)
+        .adopt_and_load(&call.call_id, &node, call.epoch)
         .await
     {
-        Ok(Some(lease)) => lease,
+        Ok(Some(adopted)) => adopted,
         Ok(None) => return,
         Err(error) => {
             tracing::debug!(call_id = %call.call_id, %error, "not adopted");
@@ -208,5 +208,5 @@ async fn adopt(shared: &Arc<Shared>, call: CallOwner) {
         }
     };
     tracing::info!(call_id = %call.call_id, from = %call.node, epoch = lease.epoch, "adopting call");
-    resume(shared, lease, call.released).await;
+    resume(shared, lease, checkpoint, call.released).await;
 }

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use pivot_cluster::{CallflowStore, ClusterError, DebugStore, Lease, NodeInfo, Nodes, Ownership};
+use pivot_cluster::{
+    CallflowStore, Checkpoint, ClusterError, DebugStore, Lease, NodeInfo, Nodes, Ownership,
+};
 use pivot_flow::HttpMethod;
 use pivot_switch::{Switch, SwitchEvent};
 use pivot_webhook::WebhookClient;
@@ -749,15 +751,18 @@ async fn still_unclaimed(
 /// Resumes a call this node has just adopted: from its checkpoint, after breaking whatever the
 /// previous owner left queued on the channel; the current step is issued again (at least once
 /// per step).
-pub(crate) async fn resume(shared: &Arc<Shared>, lease: Lease, handed_over: bool) {
+/// Resumes an adopted call from `checkpoint`, read with the adoption.
+pub(crate) async fn resume(
+    shared: &Arc<Shared>,
+    lease: Lease,
+    checkpoint: Option<Checkpoint>,
+    handed_over: bool,
+) {
     let call_id = lease.call_id.clone();
     let not_resumed = |why: &str| {
         tracing::info!(%call_id, why, "adopted call not resumed");
     };
-    let state = match shared.ownership.load(&call_id).await {
-        Ok(Some(checkpoint)) => CallState::from_json(&checkpoint.state).ok(),
-        _ => None,
-    };
+    let state = checkpoint.and_then(|checkpoint| CallState::from_json(&checkpoint.state).ok());
     let Some(state) = state else {
         not_resumed("no readable checkpoint");
         let _ = shared.ownership.finish(&lease).await;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use pivot_cluster::{BoxFuture, CallOwner, Checkpoint, ClusterError, Lease, Ownership};
+use pivot_cluster::{Adopted, BoxFuture, CallOwner, Checkpoint, ClusterError, Lease, Ownership};
 
 use crate::metrics::Metrics;
 
@@ -75,6 +75,18 @@ impl Ownership for TimedOwnership {
         expected_epoch: u64,
     ) -> BoxFuture<'a, Result<Option<Lease>, ClusterError>> {
         self.time("adopt", self.inner.adopt(call_id, node, expected_epoch))
+    }
+
+    fn adopt_and_load<'a>(
+        &'a self,
+        call_id: &'a str,
+        node: &'a str,
+        expected_epoch: u64,
+    ) -> BoxFuture<'a, Result<Option<Adopted>, ClusterError>> {
+        self.time(
+            "adopt",
+            self.inner.adopt_and_load(call_id, node, expected_epoch),
+        )
     }
 
     fn checkpoint<'a>(

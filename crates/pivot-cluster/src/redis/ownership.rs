@@ -5,7 +5,9 @@ use redis::aio::ConnectionManager;
 
 use super::{RedisCluster, corrupt, parse_u64};
 use crate::ownership::{MAX_KEY_BYTES, check_key};
-use crate::{BoxFuture, CallOwner, Checkpoint, ClusterError, Lease, Ownership, now_unix_ms};
+use crate::{
+    Adopted, BoxFuture, CallOwner, Checkpoint, ClusterError, Lease, Ownership, now_unix_ms,
+};
 
 const WON: i64 = 1;
 const FULL: i64 = -1;
@@ -87,18 +89,27 @@ impl RedisCluster {
         }
     }
 
+    /// An adoption, and the checkpoint it resumes from, in one script.
     async fn adopt_now(
         &self,
         call_id: &str,
         node: &str,
         expected_epoch: u64,
-    ) -> Result<Option<Lease>, ClusterError> {
+    ) -> Result<Option<Adopted>, ClusterError> {
         check_key("node", node)?;
         if unknown(call_id) {
             return Err(not_found(call_id));
         }
         let keys = &self.inner.keys;
-        let (status, epoch): (i64, u64) = self
+        type Reply = (
+            i64,
+            u64,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let (status, epoch, state, state_node, state_epoch, updated): Reply = self
             .run("adopt", |mut con| async move {
                 self.inner
                     .scripts
@@ -114,11 +125,24 @@ impl RedisCluster {
             })
             .await?;
         match status {
-            WON => Ok(Some(Lease {
-                call_id: call_id.to_owned(),
-                node: node.to_owned(),
-                epoch,
-            })),
+            WON => {
+                let lease = Lease {
+                    call_id: call_id.to_owned(),
+                    node: node.to_owned(),
+                    epoch,
+                };
+                let checkpoint = match (state, state_node, state_epoch, updated) {
+                    (Some(state), Some(node), Some(epoch), Some(updated)) => Some(Checkpoint {
+                        call_id: call_id.to_owned(),
+                        node,
+                        epoch: parse_u64("adopt", "state_epoch", &epoch)?,
+                        state,
+                        updated_unix_ms: parse_u64("adopt", "updated", &updated)?,
+                    }),
+                    _ => None,
+                };
+                Ok(Some((lease, checkpoint)))
+            }
             NOT_FOUND => Err(not_found(call_id)),
             _ => Ok(None),
         }
@@ -337,6 +361,18 @@ impl Ownership for RedisCluster {
         node: &'a str,
         expected_epoch: u64,
     ) -> BoxFuture<'a, Result<Option<Lease>, ClusterError>> {
+        Box::pin(async move {
+            let adopted = self.adopt_now(call_id, node, expected_epoch).await?;
+            Ok(adopted.map(|(lease, _)| lease))
+        })
+    }
+
+    fn adopt_and_load<'a>(
+        &'a self,
+        call_id: &'a str,
+        node: &'a str,
+        expected_epoch: u64,
+    ) -> BoxFuture<'a, Result<Option<Adopted>, ClusterError>> {
         Box::pin(self.adopt_now(call_id, node, expected_epoch))
     }
 

@@ -43,23 +43,26 @@ first_checkpoint(1)
 return {1, 1}
 ";
 
-/// `{status, epoch}`: 1 = adopted at `epoch`; 0 = the epoch moved on (current `epoch`);
-/// -2 = no such call.
+/// `{status, epoch, state, state_node, state_epoch, updated}`: 1 = adopted at `epoch`, with
+/// the checkpoint to resume from (nil fields: none); 0 = the epoch moved on (current `epoch`);
+/// -2 = no such call. The checkpoint comes back with the adoption so a takeover costs one
+/// round trip per call, not two.
 /// KEYS: call hash, new node's zset. ARGV: call id, node, expected epoch, node-calls prefix.
 const ADOPT: &str = r"
 local node = redis.call('HGET', KEYS[1], 'node')
 if not node then
-  return {-2, 0}
+  return {-2, 0, false, false, false, false}
 end
 local epoch = tonumber(redis.call('HGET', KEYS[1], 'epoch'))
 if epoch ~= tonumber(ARGV[3]) then
-  return {0, epoch}
+  return {0, epoch, false, false, false, false}
 end
 epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 redis.call('HSET', KEYS[1], 'node', ARGV[2], 'released', '0')
 redis.call('ZREM', ARGV[4] .. node, ARGV[1])
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
-return {1, epoch}
+local state = redis.call('HMGET', KEYS[1], 'state', 'state_node', 'state_epoch', 'updated')
+return {1, epoch, state[1], state[2], state[3], state[4]}
 ";
 
 /// The fencing check every holder-only write starts with: `{-2, 0}` if the call is unknown,

@@ -122,6 +122,7 @@ macro_rules! ownership_cases {
                 release_then_adopt_bumps_the_epoch_and_fences_the_releaser,
                 claiming_a_released_call_takes_the_next_epoch_and_keeps_the_checkpoint,
                 a_claim_with_its_first_checkpoint_writes_it_only_when_won,
+                an_adoption_brings_the_checkpoint_to_resume_from,
                 finish_forgets_the_call,
                 the_old_owner_may_finish_a_released_call_nobody_adopted_yet,
                 claims_beyond_max_calls_are_full_and_finishing_frees_room,

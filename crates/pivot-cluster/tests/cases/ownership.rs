@@ -156,7 +156,11 @@ pub async fn a_claim_with_its_first_checkpoint_writes_it_only_when_won(b: &impl 
     assert_eq!(next.epoch, 2);
     let checkpoint = ownership.load("c").await.unwrap().unwrap();
     assert_eq!(
-        (checkpoint.state.as_str(), checkpoint.node.as_str(), checkpoint.epoch),
+        (
+            checkpoint.state.as_str(),
+            checkpoint.node.as_str(),
+            checkpoint.epoch
+        ),
         ("again", "b", 2)
     );
     // The checkpoint bound holds for the claim's checkpoint too, and refuses the claim.
@@ -166,6 +170,37 @@ pub async fn a_claim_with_its_first_checkpoint_writes_it_only_when_won(b: &impl 
         Err(ClusterError::TooLarge { .. })
     ));
     assert_eq!(ownership.owner("d").await.unwrap(), None);
+}
+
+pub async fn an_adoption_brings_the_checkpoint_to_resume_from(b: &impl Backend) {
+    let ownership = b.ownership(10, None).await;
+    let old = ownership.claim("c", "acct", "a").await.unwrap().unwrap();
+    let bare = ownership.claim("bare", "acct", "a").await.unwrap().unwrap();
+    ownership.checkpoint(&old, "step-3".into()).await.unwrap();
+    let (lease, checkpoint) = ownership
+        .adopt_and_load("c", "b", old.epoch)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((lease.node.as_str(), lease.epoch), ("b", 2));
+    let checkpoint = checkpoint.unwrap();
+    assert_eq!(
+        (checkpoint.state.as_str(), checkpoint.node.as_str(), checkpoint.epoch),
+        ("step-3", "a", 1)
+    );
+    assert!(checkpoint.updated_unix_ms > 0);
+    // A lost race brings nothing; a call never checkpointed is adopted with none.
+    assert_eq!(ownership.adopt_and_load("c", "z", 1).await.unwrap(), None);
+    let (_, none) = ownership
+        .adopt_and_load("bare", "b", bare.epoch)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(none, None);
+    assert!(matches!(
+        ownership.adopt_and_load("gone", "b", 1).await,
+        Err(ClusterError::NotFound { .. })
+    ));
 }
 
 pub async fn finish_forgets_the_call(b: &impl Backend) {
