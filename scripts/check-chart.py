@@ -12,11 +12,13 @@ For the chart's defaults and each values file under deploy/helm/pivot/ci/:
     PrometheusRule, which it does not know, against scripts/schemas/*.json;
   - what the chart promises holds: termination grace = preStop + drain grace + margin, probes,
     security context, secret env, pivot.toml keys known to deploy/config.example.toml, the
-    PrometheusRule equal to files/alerts.yaml, dashboards, autoscaler behaviour;
+    switch kind, the outbound socket listener (port, Service), the PrometheusRule equal to
+    files/alerts.yaml, dashboards, autoscaler behaviour;
   - with a pivotd binary (--pivotd, or target/{debug,release}/pivotd when built), the rendered
     pivot.toml and environment start a real node: /healthz answers, the admin token from the
-    Secret is accepted and a wrong one refused, SIGTERM exits 0. Every address in the config is
-    pointed at 127.0.0.1 first, so nothing leaves the machine.
+    Secret is accepted and a wrong one refused, the outbound socket listener (when enabled)
+    greets a connection with `connect`, SIGTERM exits 0. Every address in the config is pointed
+    at 127.0.0.1 first, so nothing leaves the machine.
 Also: files/alerts.yaml has the expected alerts, labels, annotations and only known metrics
 (`promtool check rules` on it when promtool is on PATH); README.md documents every value; and
 the negative cases under scripts/testdata/ are rejected (by the schema, the templates' checks or
@@ -441,8 +443,20 @@ def check_semantics(c: Checker, case: Case, values: dict, docs: list[dict], aler
                 parsed["api"]["listen"] == f"0.0.0.0:{values['containerPort']}",
                 f"{tag}: api.listen on 0.0.0.0:{values['containerPort']}",
             )
-            want_kind = cfg["switch"]["kind"] or ("freeswitch" if values["freeswitch"] else "sim")
+            want_kind = cfg["switch"]["kind"] or (
+                "freeswitch" if values["freeswitch"] or values["outbound"]["enabled"] else "sim"
+            )
             c.check(parsed["switch"]["kind"] == want_kind, f"{tag}: switch.kind = {want_kind}")
+            got_outbound = parsed["switch"].get("outbound")
+            if values["outbound"]["enabled"]:
+                want_outbound = {**cfg["switch"]["outbound"], "listen": f"0.0.0.0:{values['outbound']['port']}"}
+                c.check(
+                    got_outbound == want_outbound,
+                    f"{tag}: [switch.outbound] listens on 0.0.0.0:{values['outbound']['port']} with config.switch.outbound",
+                    json.dumps(got_outbound),
+                )
+            else:
+                c.check(got_outbound is None, f"{tag}: no [switch.outbound] while outbound is disabled", json.dumps(got_outbound))
             unknown = sorted(toml_keys(parsed) - example_keys())
             c.check(not unknown, f"{tag}: every pivot.toml key is in deploy/config.example.toml", ", ".join(unknown))
             storage = values["configStorage"]
@@ -450,13 +464,58 @@ def check_semantics(c: Checker, case: Case, values: dict, docs: list[dict], aler
             c.check(kinds == {storage}, f"{tag}: pivot.toml stored in a {storage}", str(kinds))
 
     # Service.
-    services = find(docs, "Service")
-    if c.check(len(services) == 1, f"{tag}: one Service"):
+    services = find(docs, "Service", "/service.yaml")
+    if c.check(len(services) == 1, f"{tag}: one API Service"):
         ports = {p["name"]: p for p in services[0]["spec"]["ports"]}
         c.check(
             set(ports) == {"http", "metrics"} and all(p["targetPort"] == "http" for p in ports.values())
             and ports["http"]["port"] == values["service"]["port"],
             f"{tag}: Service ports http and metrics, both to the pod's http port",
+        )
+
+    # Outbound socket: container port and its own Service.
+    outbound = values["outbound"]
+    container_ports = {p["name"]: p for p in container.get("ports", [])}
+    outbound_services = find(docs, "Service", "service-outbound.yaml")
+    if outbound["enabled"]:
+        c.check(
+            container_ports.get("esl-outbound", {}).get("containerPort") == outbound["port"],
+            f"{tag}: container port esl-outbound {outbound['port']}",
+            json.dumps(container.get("ports")),
+        )
+        if c.check(len(outbound_services) == 1, f"{tag}: outbound Service rendered"):
+            svc = outbound_services[0]
+            spec = svc["spec"]
+            want_svc = outbound["service"]
+            ports = spec["ports"]
+            c.check(
+                svc["metadata"]["name"] == f"{fullname}-outbound"
+                and spec["type"] == want_svc["type"]
+                and len(ports) == 1
+                and ports[0]["name"] == "esl-outbound"
+                and ports[0]["targetPort"] == "esl-outbound"
+                and ports[0]["port"] == want_svc["port"],
+                f"{tag}: Service {fullname}-outbound ({want_svc['type']}) port {want_svc['port']} to the pod's esl-outbound",
+                json.dumps(spec),
+            )
+            c.check(
+                spec.get("selector") == deployment["spec"]["selector"]["matchLabels"],
+                f"{tag}: outbound Service selects the pods",
+            )
+            if want_svc["type"] == "LoadBalancer" and want_svc["loadBalancerSourceRanges"]:
+                c.check(
+                    spec.get("loadBalancerSourceRanges") == want_svc["loadBalancerSourceRanges"],
+                    f"{tag}: outbound Service restricted to loadBalancerSourceRanges",
+                )
+            c.check(
+                spec.get("externalTrafficPolicy") == (None if want_svc["type"] == "ClusterIP" else want_svc["externalTrafficPolicy"]),
+                f"{tag}: outbound Service externalTrafficPolicy only for NodePort/LoadBalancer",
+                str(spec.get("externalTrafficPolicy")),
+            )
+    else:
+        c.check(
+            "esl-outbound" not in container_ports and not outbound_services,
+            f"{tag}: no outbound port or Service while outbound is disabled",
         )
 
     # PodDisruptionBudget.
@@ -584,6 +643,21 @@ def http_get(url: str, token: str | None = None, timeout: float = 2.0) -> tuple[
         return e.code, e.read().decode(errors="replace")
 
 
+def outbound_greeting(port: int) -> str:
+    """What pivotd sends first on an outbound socket connection, as FreeSWITCH would open it."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=3) as conn:
+            data = b""
+            while not data.endswith(b"\n\n") and len(data) < 256:
+                chunk = conn.recv(256)
+                if not chunk:
+                    break
+                data += chunk
+            return data.decode(errors="replace")
+    except OSError as e:
+        return f"<{e}>"
+
+
 def smoke(c: Checker, case: Case, pivotd: Path, values: dict, docs: list[dict]) -> None:
     tag = f"{case.name}: pivotd"
     deployment = find(docs, "Deployment")[0]
@@ -594,6 +668,10 @@ def smoke(c: Checker, case: Case, pivotd: Path, values: dict, docs: list[dict]) 
     env, token = smoke_env(values, docs, deployment)
     port = free_port()
     env["PIVOT_API__LISTEN"] = f"127.0.0.1:{port}"
+    outbound_port = None
+    if "[switch.outbound]" in text:
+        outbound_port = free_port()
+        env["PIVOT_SWITCH__OUTBOUND__LISTEN"] = f"127.0.0.1:{outbound_port}"
     env["PIVOT_LOG__FORMAT"] = "json"
     with tempfile.TemporaryDirectory(prefix="pivot-chart-") as tmp:
         config = Path(tmp) / "pivot.toml"
@@ -632,6 +710,10 @@ def smoke(c: Checker, case: Case, pivotd: Path, values: dict, docs: list[dict]) 
             # 200, or 503 while the (deliberately unreachable) Redis holds the callflows.
             c.check(good in (200, 503), f"{tag} accepts the admin token from the Secret", f"HTTP {good}")
             c.check(bad == 401, f"{tag} refuses a wrong token", f"HTTP {bad}")
+            if outbound_port is not None:
+                greeting = outbound_greeting(outbound_port)
+                c.check(greeting == "connect\n\n",
+                        f"{tag} outbound socket listener greets FreeSWITCH with `connect`", repr(greeting))
         finally:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -798,7 +880,7 @@ def main() -> int:
         cases = [Case("defaults", {}, None)]
         for path in sorted((CHART / "ci").glob("*.yaml")):
             cases.append(Case(rel(path), load_yaml(path) or {}, path))
-        required_ci = {"default-values.yaml", "monitoring-values.yaml", "sentinel-values.yaml", "single-node-values.yaml"}
+        required_ci = {"default-values.yaml", "monitoring-values.yaml", "outbound-values.yaml", "sentinel-values.yaml", "single-node-values.yaml"}
         present = {p.name for p in (CHART / "ci").glob("*.yaml")}
         c.check(required_ci <= present, "ci/ has " + ", ".join(sorted(required_ci)), "missing " + ", ".join(sorted(required_ci - present)))
 

@@ -63,11 +63,14 @@ app.kubernetes.io/part-of: pivot
 {{- printf "%s-config" (include "pivot.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* switch.kind: config.switch.kind, or chosen from the freeswitch list when "". */}}
+{{/*
+switch.kind: config.switch.kind, or when "" chosen from the ways in: "freeswitch" with boxes in
+the freeswitch list or the outbound socket listener (pivotd accepts either alone), else "sim".
+*/}}
 {{- define "pivot.switchKind" -}}
 {{- $kind := .Values.config.switch.kind | default "" -}}
 {{- if eq $kind "" -}}
-{{- ternary "freeswitch" "sim" (gt (len .Values.freeswitch) 0) -}}
+{{- ternary "freeswitch" "sim" (or (gt (len .Values.freeswitch) 0) .Values.outbound.enabled) -}}
 {{- else -}}
 {{- $kind -}}
 {{- end -}}
@@ -119,8 +122,8 @@ Checks the schema cannot express; each failure names the values to change.
 {{- fail (printf "config.cluster.backend \"memory\" keeps call ownership in one process: replicaCount must be 1, not %d (use the redis backend to run several nodes)" (int .Values.replicaCount)) -}}
 {{- end -}}
 {{- end -}}
-{{- if and (eq $kind "freeswitch") (eq (len .Values.freeswitch) 0) -}}
-{{- fail "config.switch.kind is \"freeswitch\" but the freeswitch list is empty: add at least one {name, address, password}" -}}
+{{- if and (eq $kind "freeswitch") (eq (len .Values.freeswitch) 0) (not .Values.outbound.enabled) -}}
+{{- fail "config.switch.kind is \"freeswitch\" but the freeswitch list is empty and outbound.enabled is false: add at least one {name, address, password}, or set outbound.enabled for FreeSWITCH's outbound socket" -}}
 {{- end -}}
 {{- if and (eq $kind "sim") (gt (len .Values.freeswitch) 0) -}}
 {{- fail "config.switch.kind is \"sim\" but the freeswitch list is not empty: remove one or the other" -}}
@@ -140,6 +143,18 @@ Checks the schema cannot express; each failure names the values to change.
 {{- end -}}
 {{- if and $fs.password (or (contains "'''" $fs.password) (contains "\n" $fs.password)) -}}
 {{- fail (printf "freeswitch[%d] (%s): the password may contain neither a newline nor three single quotes in a row" $i $fs.name) -}}
+{{- end -}}
+{{- end -}}
+{{- if .Values.outbound.enabled -}}
+{{- $outboundName := (.Values.config.switch.outbound | default dict).name | default "outbound" -}}
+{{- if hasKey $names $outboundName -}}
+{{- fail (printf "config.switch.outbound.name %q is also the name of freeswitch[%s]; switch names label metrics and route commands, so they must be unique" $outboundName (get $names $outboundName)) -}}
+{{- end -}}
+{{- if and (eq $kind "sim") (eq $outboundName "sim") -}}
+{{- fail "config.switch.outbound.name \"sim\" is the embedded simulator's name (switch.kind is \"sim\"): choose another" -}}
+{{- end -}}
+{{- if eq (int .Values.outbound.port) (int .Values.containerPort) -}}
+{{- fail (printf "outbound.port %d is also containerPort (the API's port): give the outbound socket listener a port of its own" (int .Values.outbound.port)) -}}
 {{- end -}}
 {{- end -}}
 {{- if .Values.existingSecret -}}

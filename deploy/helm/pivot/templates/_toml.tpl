@@ -82,7 +82,8 @@ booleans as themselves; maps inside arrays as inline tables. Null values are lef
 {{- end -}}
 
 {{/*
-pivot.toml: config merged with what the chart decides (api.listen, switch.kind). node.id,
+pivot.toml: config merged with what the chart decides (api.listen, switch.kind,
+switch.outbound.listen; [switch.outbound] only with outbound.enabled). node.id,
 node.advertise, api.admin_token, api.tokens, cluster.redis_url and switch.freeswitch come from
 the environment (PIVOT_* variables of the Deployment).
 */}}
@@ -90,6 +91,13 @@ the environment (PIVOT_* variables of the Deployment).
 {{- $cfg := deepCopy .Values.config -}}
 {{- $_ := set $cfg "api" (dict "listen" (printf "0.0.0.0:%d" (int .Values.containerPort))) -}}
 {{- $_ := set $cfg.switch "kind" (include "pivot.switchKind" .) -}}
+{{- if .Values.outbound.enabled -}}
+{{- $outbound := deepCopy ($cfg.switch.outbound | default dict) -}}
+{{- $_ := set $outbound "listen" (printf "0.0.0.0:%d" (int .Values.outbound.port)) -}}
+{{- $_ := set $cfg.switch "outbound" $outbound -}}
+{{- else -}}
+{{- $_ := unset $cfg.switch "outbound" -}}
+{{- end -}}
 # pivot.toml, rendered by the pivot Helm chart from its `config` values (every key:
 # deploy/config.example.toml). Set by the Deployment's environment, not here:
 #   node.id             PIVOT_NODE__ID           the pod's name
