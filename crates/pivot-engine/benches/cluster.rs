@@ -196,25 +196,15 @@ async fn throughput(app: &str, backend: &Backend, calls: usize) -> (f64, f64) {
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
     let per_second = calls as f64 / started.elapsed().as_secs_f64();
-    let ownership_ops: u64 = [
-        "claim",
-        "adopt",
-        "checkpoint",
-        "load",
-        "release",
-        "finish",
-        "owner",
-        "calls",
-        "calls_of_node",
-    ]
-    .iter()
-    .map(|op| {
-        node.metrics
-            .cluster_op_duration
-            .with_label_values(&[op])
-            .get_sample_count()
-    })
-    .sum();
+    let ownership_ops: u64 = pivot_engine::metrics::OWNERSHIP_OPS
+        .iter()
+        .map(|op| {
+            node.metrics
+                .cluster_op_duration
+                .with_label_values(&[op])
+                .get_sample_count()
+        })
+        .sum();
     node.engine.shutdown();
     sim.shutdown().await;
     (per_second, ownership_ops as f64 / calls as f64)

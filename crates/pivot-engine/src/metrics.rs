@@ -55,10 +55,9 @@ pub struct Metrics {
 #[error("cannot register metric: {0}")]
 pub struct MetricsError(#[from] prometheus::Error);
 
-/// Every `op` label of `pivot_cluster_redis_errors_total` and
-/// `pivot_cluster_op_duration_seconds`: the ownership calls [`crate::timed`] times and the
-/// node registry calls of [`crate::cluster`] and the actor.
-pub const CLUSTER_OPS: &[&str] = &[
+/// The `op` labels of `pivot_cluster_op_duration_seconds` and
+/// `pivot_cluster_redis_errors_total` for the ownership calls [`crate::timed`] times.
+pub const OWNERSHIP_OPS: &[&str] = &[
     "claim",
     "adopt",
     "checkpoint",
@@ -68,9 +67,10 @@ pub const CLUSTER_OPS: &[&str] = &[
     "owner",
     "calls",
     "calls_of_node",
-    "heartbeat",
-    "live",
 ];
+/// The further `op` labels of `pivot_cluster_redis_errors_total`: the node registry calls of
+/// [`crate::cluster`].
+pub const NODE_OPS: &[&str] = &["heartbeat", "live"];
 
 impl Metrics {
     pub fn new() -> Result<Metrics, MetricsError> {
@@ -235,7 +235,7 @@ impl Metrics {
         for outcome in ["delivered", "failed"] {
             metrics.cdr_posts.with_label_values(&[outcome]);
         }
-        for op in CLUSTER_OPS {
+        for op in OWNERSHIP_OPS.iter().chain(NODE_OPS) {
             metrics.cluster_redis_errors.with_label_values(&[op]);
         }
         for app in pivot_switch::commands::APPS {

@@ -185,7 +185,11 @@ pub async fn an_adoption_brings_the_checkpoint_to_resume_from(b: &impl Backend) 
     assert_eq!((lease.node.as_str(), lease.epoch), ("b", 2));
     let checkpoint = checkpoint.unwrap();
     assert_eq!(
-        (checkpoint.state.as_str(), checkpoint.node.as_str(), checkpoint.epoch),
+        (
+            checkpoint.state.as_str(),
+            checkpoint.node.as_str(),
+            checkpoint.epoch
+        ),
         ("step-3", "a", 1)
     );
     assert!(checkpoint.updated_unix_ms > 0);
