@@ -449,16 +449,7 @@ async fn offer(shared: &Arc<Shared>, info: pivot_switch::CallInfo) {
         }
         if registry.len() >= shared.config.max_calls {
             drop(registry);
-            shared
-                .metrics
-                .calls_total
-                .with_label_values(&["rejected"])
-                .inc();
-            tracing::warn!(call_id = %info.call_id, "call refused: node at max_calls");
-            let call_id = info.call_id.clone();
-            tokio::spawn(async move {
-                let _ = switch.hangup(&call_id, "SWITCH_CONGESTION").await;
-            });
+            refuse_when_full(shared, switch, info.call_id);
             return;
         }
         registry.insert(
@@ -858,6 +849,44 @@ pub(crate) async fn resume(
 /// Lets go of a new call this node will not drive. An inbound call is left as it is: every
 /// node saw its park, and another one drives it. An outbound call has no other node (only this
 /// one holds its connection), so it is hung up with `cause` rather than left in silence.
+/// A call this node has no room for. Every node sees an inbound call's park, so while peers
+/// are live a full node leaves it to them — refusing it would drop a call an idle peer is about
+/// to take. Only the node ranked last for the call refuses it, once every better-ranked peer had
+/// its grace to claim it and none did (the whole cluster is full). A lone node, or an outbound
+/// call (seen by this node alone), is refused at once.
+fn refuse_when_full(shared: &Arc<Shared>, switch: Switch, call_id: String) {
+    let live = shared.live_nodes();
+    let peers = live.iter().any(|node| *node != shared.config.node_id);
+    let wait = if peers && !switch.is_outbound() {
+        let rank = crate::cluster::rank(shared, &call_id);
+        if rank + 1 < live.len() {
+            tracing::debug!(%call_id, "node at max_calls: call left to its peers");
+            return;
+        }
+        Some(shared.config.cluster.claim_grace * u32::try_from(rank + 1).unwrap_or(u32::MAX))
+    } else {
+        None
+    };
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        if let Some(wait) = wait {
+            tokio::time::sleep(wait).await;
+            // Claimed by a peer (or ended and forgotten already): nothing to refuse. A backend
+            // that cannot answer is no reason to drop the call either.
+            if !matches!(shared.ownership.owner(&call_id).await, Ok(None)) {
+                return;
+            }
+        }
+        shared
+            .metrics
+            .calls_total
+            .with_label_values(&["rejected"])
+            .inc();
+        tracing::warn!(%call_id, "call refused: node at max_calls");
+        let _ = switch.hangup(&call_id, "SWITCH_CONGESTION").await;
+    });
+}
+
 fn give_up(switch: Switch, call_id: String, cause: &'static str) {
     if switch.is_outbound() {
         tokio::spawn(async move {

@@ -59,6 +59,18 @@ async fn cluster_with(
     way: Way,
     claim_grace: Duration,
 ) -> Cluster {
+    cluster_of(count, time_scale, app, way, claim_grace, &[]).await
+}
+
+/// `full`: nodes started with no room for calls (`max_calls` 0).
+async fn cluster_of(
+    count: usize,
+    time_scale: f64,
+    app: &str,
+    way: Way,
+    claim_grace: Duration,
+    full: &[usize],
+) -> Cluster {
     let sim = Simulator::start(SimConfig {
         time_scale,
         ..SimConfig::default()
@@ -101,6 +113,7 @@ async fn cluster_with(
             EngineConfig {
                 node_id: format!("node-{n}"),
                 arbiters: 1,
+                max_calls: if full.contains(&n) { 0 } else { 10_000 },
                 cluster: ClusterSettings {
                     lease: LEASE,
                     claim_grace,
@@ -236,6 +249,35 @@ async fn each_call_is_driven_by_exactly_one_of_three_nodes() {
     }
     // Rendezvous hashing spreads the calls over every node.
     assert_eq!(per_connection.len(), 3, "{per_connection:?}");
+}
+
+#[actix_rt::test]
+async fn a_full_node_leaves_calls_to_its_peers_and_a_full_cluster_refuses_them() {
+    let app = MockServer::start().await;
+    Mock::given(path("/ivr"))
+        .respond_with(twiml("<Response><Say>hello</Say></Response>"))
+        .mount(&app)
+        .await;
+    let url = format!("{}/ivr", app.uri());
+    let grace = Duration::from_millis(100);
+    // One of three nodes has no room: every call is still driven, by the others.
+    let cluster = cluster_of(3, 0.0, &url, Way::Inbound, grace, &[1]).await;
+    let calls: Vec<String> = (0..60).map(|_| cluster.call()).collect();
+    for view in cluster.finished(&calls, Duration::from_secs(30)).await {
+        assert_eq!(spoken(&view), vec!["hello"], "{view:#?}");
+    }
+    drop(cluster);
+    // Every node full: each call is refused once, with congestion, after the grace.
+    let cluster = cluster_of(2, 0.0, &url, Way::Inbound, grace, &[0, 1]).await;
+    let calls: Vec<String> = (0..10).map(|_| cluster.call()).collect();
+    for view in cluster.finished(&calls, Duration::from_secs(10)).await {
+        assert_eq!(
+            view.hangup_cause.as_deref(),
+            Some("SWITCH_CONGESTION"),
+            "{view:#?}"
+        );
+        assert!(spoken(&view).is_empty(), "{view:#?}");
+    }
 }
 
 #[actix_rt::test]
