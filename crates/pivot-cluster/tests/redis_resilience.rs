@@ -3,10 +3,6 @@
 //! loaded again), scripts flushed, and unusable configuration.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[macro_use]
-mod cases;
-mod support;
-
 use std::time::{Duration, Instant};
 
 use pivot_cluster::{
@@ -43,7 +39,7 @@ fn assert_unavailable<T: std::fmt::Debug>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_redis_fails_ops_within_op_timeout_then_serves_them_again() {
-    let mut server = support::RedisServer::start();
+    let mut server = pivot_redis_test::RedisServer::start();
     let cluster = RedisCluster::connect(&server.url(), options("r"))
         .await
         .unwrap();
@@ -112,7 +108,7 @@ async fn a_restarted_redis_fails_ops_within_op_timeout_then_serves_them_again() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flushed_scripts_are_loaded_again() {
-    let server = support::RedisServer::start();
+    let server = pivot_redis_test::RedisServer::start();
     let cluster = RedisCluster::connect(&server.url(), options("s"))
         .await
         .unwrap();

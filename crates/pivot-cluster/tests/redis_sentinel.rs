@@ -3,10 +3,6 @@
 //! client follows by asking the Sentinel again.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[macro_use]
-mod cases;
-mod support;
-
 use std::time::{Duration, Instant};
 
 use pivot_cluster::{ClusterError, Nodes, Ownership, RedisCluster, RedisOptions};
@@ -20,8 +16,8 @@ fn options() -> RedisOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ops_work_through_a_sentinel() {
-    let primary = support::RedisServer::start();
-    let Some(sentinel) = support::Sentinel::start(primary.port()) else {
+    let primary = pivot_redis_test::RedisServer::start();
+    let Some(sentinel) = pivot_redis_test::Sentinel::start(primary.port()) else {
         return;
     };
     let url = format!("redis+sentinel://127.0.0.1:{}/mymaster", sentinel.port());
@@ -50,13 +46,13 @@ async fn ops_work_through_a_sentinel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_to_the_replica_is_followed() {
-    let primary = support::RedisServer::start();
-    let replica = support::RedisServer::start_with(&[
+    let primary = pivot_redis_test::RedisServer::start();
+    let replica = pivot_redis_test::RedisServer::start_with(&[
         "--replicaof",
         "127.0.0.1",
         &primary.port().to_string(),
     ]);
-    let Some(sentinel) = support::Sentinel::start(primary.port()) else {
+    let Some(sentinel) = pivot_redis_test::Sentinel::start(primary.port()) else {
         return;
     };
     let url = format!("redis+sentinel://127.0.0.1:{}/mymaster", sentinel.port());

@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::redis::{RedisServer, Sentinel};
 use common::{Node, Sim, http, place_call, spoken};
+use pivot_redis_test::{RedisServer, Sentinel};
 use serde_json::{Value, json};
 use wiremock::matchers::path;
 use wiremock::{Mock, MockServer, ResponseTemplate};

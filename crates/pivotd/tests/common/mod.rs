@@ -1,8 +1,6 @@
 //! Starting the real `pivotd` binary and talking HTTP to it, for the black-box tests.
 #![allow(dead_code)]
 
-pub mod redis;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};

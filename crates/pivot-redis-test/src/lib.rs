@@ -1,10 +1,11 @@
-//! Real Redis processes for the cluster tests (a copy of pivot-cluster's test support, without
-//! its backend glue): a `redis-server` per test on a free port, killed on drop, optionally a
-//! replica and a Sentinel watching the primary.
+//! Real Redis processes for tests (dev-dependency only; shared by pivot-cluster's backend tests
+//! and pivotd's cluster tests): a `redis-server` per test on a free port, killed on drop,
+//! optionally a replica and a Sentinel watching the primary.
 //!
 //! `redis-server` must be on PATH: without it the tests fail, saying so, rather than skip — a
-//! skipped cluster test looks exactly like a passing one.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! skipped Redis test looks exactly like a passing one. Panicking on a setup failure is what a
+//! test harness should do, hence unwrap/expect are allowed here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -25,7 +26,7 @@ pub fn require_redis_server() {
         .is_ok_and(|status| status.success());
     assert!(
         found,
-        "redis-server is not on PATH. The cluster tests run against a real server: install it \
+        "redis-server is not on PATH. The Redis tests run against a real server: install it \
          (Debian/Ubuntu: `apt-get install redis-server`, macOS: `brew install redis`) and run \
          them again."
     );
@@ -38,7 +39,7 @@ fn free_port() -> u16 {
 
 fn fresh_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
-        "pivotd-cluster-redis-{}-{}",
+        "pivot-test-redis-{}-{}",
         std::process::id(),
         DIRS.fetch_add(1, Ordering::SeqCst)
     ));
