@@ -108,8 +108,9 @@ pub(crate) struct CallActor<'m> {
     call_deadline: tokio::time::Instant,
     /// DTMF events are kept as `Digits` only while a prompt plays (collections read their own).
     keep_dtmf: bool,
-    /// The checkpoint the claim wrote, until the first checkpoint compares against it.
-    already_written: Option<String>,
+    /// The claim wrote this state as its checkpoint: the first checkpoint is not written again.
+    /// (Nothing changes the state between the claim and the actor's first checkpoint.)
+    claim_checkpointed: bool,
 }
 
 impl<'m> CallActor<'m> {
@@ -143,13 +144,13 @@ impl<'m> CallActor<'m> {
             parked_at,
             setup_recorded,
             keep_dtmf: false,
-            already_written: None,
+            claim_checkpointed: false,
         }
     }
 
-    /// The next checkpoint is not written if its text is `state`: the claim wrote it.
-    pub(crate) fn skip_checkpoint_of(&mut self, state: Option<String>) {
-        self.already_written = state;
+    /// The state this actor starts with was checkpointed by the claim.
+    pub(crate) fn claim_checkpointed(&mut self) {
+        self.claim_checkpointed = true;
     }
 
     /// Runs the call to its end.
@@ -206,6 +207,9 @@ impl<'m> CallActor<'m> {
     }
 
     async fn checkpoint(&mut self) -> Result<(), Stop> {
+        if std::mem::take(&mut self.claim_checkpointed) {
+            return Ok(());
+        }
         let text = match self.state.to_json() {
             Ok(text) => text,
             Err(error) => {
@@ -213,13 +217,6 @@ impl<'m> CallActor<'m> {
                 return Ok(());
             }
         };
-        if self
-            .already_written
-            .take()
-            .is_some_and(|written| written == text)
-        {
-            return Ok(());
-        }
         match self.shared.ownership.checkpoint(&self.lease, text).await {
             Ok(()) => Ok(()),
             Err(ClusterError::Fenced { .. }) => {

@@ -646,7 +646,7 @@ async fn supervise(
     let ending = run_supervised(
         &shared,
         state,
-        (lease.clone(), first_checkpoint),
+        (lease.clone(), first_checkpoint.is_some()),
         switch,
         &mut mailbox,
         status,
@@ -664,7 +664,7 @@ const CLAIM_ATTEMPTS: u32 = 3;
 /// peer would ever take it: its owner is alive).
 ///
 /// `first_checkpoint` is written by the claim itself (one round trip for both); the actor then
-/// skips its own identical first checkpoint.
+/// skips its own first checkpoint, of the same state.
 async fn claim(
     shared: &Shared,
     call_id: &str,
@@ -831,7 +831,7 @@ pub(crate) async fn resume(
         let ending = run_supervised(
             &shared,
             state,
-            (lease.clone(), None),
+            (lease.clone(), false),
             switch,
             &mut mailbox,
             status,
@@ -920,11 +920,11 @@ async fn finish_call(shared: &Shared, lease: &Lease, ending: Ending) {
     }
 }
 
-/// `lease` comes with the checkpoint its claim already wrote, if any.
+/// `lease` comes with whether its claim already wrote `state` as the checkpoint.
 async fn run_supervised(
     shared: &Arc<Shared>,
     mut state: CallState,
-    (lease, mut written): (Lease, Option<String>),
+    (lease, mut claim_checkpointed): (Lease, bool),
     switch: Switch,
     mailbox: &mut mpsc::Receiver<CallMsg>,
     status: Arc<Mutex<String>>,
@@ -942,7 +942,9 @@ async fn run_supervised(
             parked_at,
         );
         // Only the first actor: a restarted one starts from a checkpoint it must rewrite.
-        actor.skip_checkpoint_of(written.take());
+        if std::mem::take(&mut claim_checkpointed) {
+            actor.claim_checkpointed();
+        }
         let result = AssertUnwindSafe(actor.run()).catch_unwind().await;
         match result {
             Ok(ending) => {
